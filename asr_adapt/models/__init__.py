@@ -1,0 +1,1 @@
+"""Backbones behind one small interface (:class:`asr_adapt.models.base.Backbone`)."""

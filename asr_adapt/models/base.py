@@ -1,0 +1,92 @@
+"""The interface every backbone implements, and the backbone registry.
+
+A backbone is a frozen pretrained recogniser. It does not know about adapters: it names
+its *injection points* (blocks an adapter may follow, linear layers an adapter may
+modify) and keeps :mod:`asr_adapt.routing` aligned when it reshapes the batch.
+"""
+
+from __future__ import annotations
+
+import abc
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from asr_adapt.registry import Registry
+
+
+@dataclass(frozen=True)
+class InjectionPoints:
+    """Where adapters may attach, as module names relative to the backbone.
+
+    blocks: group -> names of residual blocks (e.g. ``"encoder"`` -> Whisper encoder
+        layers, ``"first_pass"`` -> causal Conformer blocks). Their output is
+        ``(B, T, D)`` (or a tuple whose first element is).
+    linears: group -> names of ``nn.Linear`` modules (LoRA-style targets), e.g.
+        ``"encoder.attn"`` -> q/k/v/out projections of every encoder layer.
+    """
+
+    blocks: dict[str, list[str]] = field(default_factory=dict)
+    linears: dict[str, list[str]] = field(default_factory=dict)
+
+
+@dataclass
+class Hypothesis:
+    """One decoded utterance. ``tokens``: (U,) ids; ``times``: emission time (s) per token if known."""
+
+    text: str
+    tokens: list[int] = field(default_factory=list)
+    avg_logprob: float | None = None
+    lang: str | None = None
+    times: list[float] | None = None
+    compression_ratio: float | None = None
+
+
+class Backbone(nn.Module, abc.ABC):
+    """A pretrained recogniser wrapped for adaptation.
+
+    Subclasses set :attr:`family` (``"whisper"`` or ``"transducer"``).
+    """
+
+    family: str = ""
+
+    @abc.abstractmethod
+    def injection_points(self) -> InjectionPoints: ...
+
+    @abc.abstractmethod
+    def compute_loss(self, wavs: Sequence[np.ndarray], texts: Sequence[str], langs: Sequence[str | None]) -> torch.Tensor:
+        """Mean training loss of a batch. ``wavs[i]``: (N_i,) float32 16 kHz."""
+
+    @abc.abstractmethod
+    def transcribe_batch(self, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options) -> list[Hypothesis]:
+        """Decode a batch; ``options`` is the backbone's frozen decoding-options dataclass."""
+
+    def fingerprint(self) -> str:
+        """Identifies the base weights so adapters refuse to load onto another model.
+
+        Hash of parameter names and shapes plus a few sampled values of every tensor;
+        adapter parameters (see :func:`asr_adapt.adapters.is_adapter_param`) are excluded
+        by the caller passing ``exclude``.
+        """
+        return base_fingerprint(self)
+
+
+def base_fingerprint(module: nn.Module, exclude=lambda name: False) -> str:
+    h = hashlib.sha256()
+    for name, p in sorted(module.state_dict().items()):
+        if exclude(name) or not torch.is_tensor(p):
+            continue
+        h.update(name.encode())
+        h.update(str(tuple(p.shape)).encode())
+        flat = p.detach().reshape(-1)
+        if flat.numel():
+            sample = flat[:: max(1, flat.numel() // 8)][:8].float().cpu().numpy()
+            h.update(np.round(sample, 5).tobytes())
+    return h.hexdigest()[:16]
+
+
+BACKBONES: Registry[type[Backbone]] = Registry("backbone")
