@@ -65,6 +65,22 @@ class Backbone(nn.Module, abc.ABC):
     def transcribe_batch(self, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options) -> list[Hypothesis]:
         """Decode a batch; ``options`` is the backbone's frozen decoding-options dataclass."""
 
+    @classmethod
+    @abc.abstractmethod
+    def from_pretrained(cls, name_or_dir: str) -> Backbone:
+        """Load pretrained weights from a directory or a name the resolver knows."""
+
+    @abc.abstractmethod
+    def decoding_options(self, **overrides):
+        """This family's frozen decoding-options dataclass with ``overrides`` applied."""
+
+    def feature_module(self) -> str | None:
+        """Name of the module whose first input is the (B, F, T) log-mel features.
+
+        Training installs SpecAugment as a forward pre-hook there; ``None`` disables it.
+        """
+        return None
+
     def fingerprint(self) -> str:
         """Identifies the base weights so adapters refuse to load onto another model.
 

@@ -1,0 +1,71 @@
+"""Rebuild a training module from an experiment dir and write merged adapter bundles."""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from pathlib import Path
+
+import yaml
+
+from asr_adapt.adapters import adapter_state_dict, save_adapters
+from asr_adapt.fileio import atomic_write_json
+from asr_adapt.training.ckpt_merge import Choice, assemble_state, choose, load_history, plot_curves
+
+log = logging.getLogger(__name__)
+
+
+def build_from_experiment(exp_dir: str | Path, **overrides):
+    """Instantiate the experiment's LightningModule from ``EXP/config.yaml`` (base weights reloaded)."""
+    cfg_path = Path(exp_dir) / "config.yaml"
+    if not cfg_path.exists():
+        raise FileNotFoundError(f"{cfg_path} not found: is {exp_dir} a training experiment directory?")
+    cfg = yaml.safe_load(cfg_path.read_text())["model"]
+    module_name, cls_name = cfg["class_path"].rsplit(".", 1)
+    cls = getattr(importlib.import_module(module_name), cls_name)
+    init = dict(cfg.get("init_args") or {})
+    init.update(overrides)
+    # Optimizer/scheduler entries are config dicts; they are not needed to assemble weights.
+    for key in ("optimizer", "lr_scheduler"):
+        init.pop(key, None)
+    return cls(**init)
+
+
+def merge_experiment(exp_dir: str | Path, out_dir: str | Path, policy: str = "best", k: int = 3) -> dict[str, Choice]:
+    """Assemble the adapter bundle ``out_dir`` from ``exp_dir``'s checkpoints under ``policy``.
+
+    Writes the bundle (per-locale adapter files), ``provenance.json`` (locale -> step(s),
+    dev WER) and ``dev_wer_curves.png`` with the chosen peaks marked.
+    """
+    exp_dir, out_dir = Path(exp_dir), Path(out_dir)
+    hist = load_history(exp_dir)
+    module = build_from_experiment(exp_dir, init_adapters=None)
+    if module.hparams.full_finetune:
+        raise ValueError(f"{exp_dir} is a full fine-tuning run: there are no per-locale adapters to merge")
+    locales = [loc for loc in module.locales if any(loc in r["locales"] for r in hist)]
+    if not locales:
+        raise ValueError(f"none of the model's locales {module.locales} has dev WER in the history")
+    choices = choose(hist, policy, k, locales)
+    shared = set(adapter_state_dict(module.backbone, locales=[]))
+    locale_keys = {
+        loc: {"backbone." + key for key in set(adapter_state_dict(module.backbone, locales=[loc])) - shared}
+        for loc in locales
+    }
+    if shared and policy in ("best", "avg-top-k"):
+        log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
+    shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
+    state = assemble_state(exp_dir / "checkpoints", choices, locale_keys, shared_ckpt)
+    module.load_state_dict(state, strict=True)
+    provenance = {
+        "policy": policy,
+        "k": k if policy == "avg-top-k" else None,
+        "experiment": str(exp_dir),
+        "shared_from": shared_ckpt if shared else None,
+        "locales": {c.locale: {"steps": list(c.steps), "ckpts": list(c.ckpts), "dev_wer": c.dev_wer}
+                    for c in choices.values()},
+    }
+    save_adapters(module.backbone, out_dir, module.base_fingerprint, locales=locales,
+                  extra_meta={"provenance": provenance})
+    atomic_write_json(out_dir / "provenance.json", provenance)
+    plot_curves(hist, choices, out_dir / "dev_wer_curves.png")
+    return choices

@@ -1,0 +1,92 @@
+"""Callbacks: adapter-only checkpoints + per-locale dev history at every validation,
+and an experiment-directory lock.
+
+Layout of an experiment directory ``EXP`` (``trainer.default_root_dir``)::
+
+    EXP/config.yaml                 resolved training config
+    EXP/checkpoints/step0000120.ckpt  adapter-only state + optimizer/scheduler (atomic)
+    EXP/checkpoints/last.ckpt         the most recent one (for --resume)
+    EXP/checkpoints/history.jsonl     one line per validation: step, ckpt, per-locale WER/CER
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from pathlib import Path
+
+import lightning as L
+from lightning.pytorch.callbacks import Callback
+
+from asr_adapt.fileio import JsonlAppender, dir_lock, read_jsonl
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_dir(trainer: L.Trainer) -> Path:
+    return Path(trainer.default_root_dir) / "checkpoints"
+
+
+class LocaleCheckpoint(Callback):
+    """After every validation: save ``step{N}.ckpt`` + ``last.ckpt`` and append the dev history."""
+
+    def __init__(self, dirpath: str | None = None) -> None:
+        self.dirpath = dirpath
+
+    def _dir(self, trainer: L.Trainer) -> Path:
+        return Path(self.dirpath) if self.dirpath else checkpoint_dir(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or trainer.state.fn != "fit":
+            return
+        d = self._dir(trainer)
+        step = trainer.global_step
+        name = f"step{step:07d}.ckpt"
+        trainer.save_checkpoint(d / name)  # every rank must call it (collective under DDP)
+        if trainer.is_global_zero:
+            _atomic_link(d / name, d / "last.ckpt")
+            metrics = getattr(pl_module, "last_dev_metrics", {})
+            done_steps = {r.get("step") for r in read_jsonl(d / "history.jsonl")}
+            if step not in done_steps:  # a resumed run may re-validate a step it already logged
+                val_loss = trainer.callback_metrics.get("val/loss")
+                rec = {
+                    "step": step,
+                    "epoch": trainer.current_epoch,
+                    "ckpt": name,
+                    "val_loss": None if val_loss is None else float(val_loss),
+                    "locales": metrics,
+                    "macro_wer": (sum(m["wer"] for m in metrics.values()) / len(metrics)) if metrics else None,
+                }
+                with JsonlAppender(d / "history.jsonl") as w:
+                    w.write(rec)
+            summary = "  ".join(f"{loc} {m['wer']:.1f}" for loc, m in metrics.items())
+            log.info("step %d dev WER: %s", step, summary)
+
+
+def _atomic_link(src: Path, dst: Path) -> None:
+    """Point ``dst`` at ``src``'s content atomically (hard link, else copy), never half-written."""
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(tmp)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        import shutil
+
+        shutil.copyfile(src, tmp)
+    os.replace(tmp, dst)
+
+
+class ExperimentLock(Callback):
+    """Refuses a second concurrent run on the same experiment directory."""
+
+    def __init__(self) -> None:
+        self._stack = contextlib.ExitStack()
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        if trainer.is_global_zero and stage == "fit":
+            self._stack.enter_context(dir_lock(trainer.default_root_dir, what="training"))
+
+    def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        self._stack.close()

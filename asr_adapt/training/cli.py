@@ -1,0 +1,94 @@
+"""``asr-adapt train {fit,validate} --config recipes/....yaml [--overrides]`` via LightningCLI.
+
+Everything (backbone, adapter, optimizer, scheduler, data, trainer incl. DDP strategy) comes
+from the YAML config; command-line ``--model.init_args.adapter_conf.rank 16`` style
+overrides work as in any LightningCLI. Two additions:
+
+* ``--resume`` continues from ``<default_root_dir>/checkpoints/last.ckpt`` and fails loudly
+  when there is none;
+* without ``--resume`` an experiment directory that already has checkpoints is refused
+  (``--overwrite`` starts over), so finished work is never silently replaced.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+from lightning.pytorch.callbacks import TQDMProgressBar
+from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
+
+from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint, checkpoint_dir
+from asr_adapt.training.checkpoint_io import AtomicCheckpointIO
+from asr_adapt.training.datamodule import ASRDataModule
+from asr_adapt.training.module import AdaptationModule
+
+USAGE = """usage: asr-adapt train {fit,validate} --config CONFIG.yaml [--resume] [--overwrite] [LightningCLI overrides]
+
+Train per-locale adapters on a frozen backbone. The config names the module
+(asr_adapt.training.module.WhisperAdaptationModule or TransducerAdaptationModule), the
+adapter (lda, lora, s2lora), optimizer/scheduler, data dirs and trainer settings
+(set trainer.strategy: ddp and trainer.devices/num_nodes for multi-GPU). Checkpoints,
+the per-locale dev history and the resolved config go to trainer.default_root_dir.
+Run `asr-adapt train fit --help` for every option.
+"""
+
+
+class ExperimentConfigSaver(SaveConfigCallback):
+    """Writes the resolved config to ``<default_root_dir>/config.yaml`` (next to the checkpoints)."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if trainer.is_global_zero:
+            out = Path(trainer.default_root_dir) / self.config_filename
+            out.parent.mkdir(parents=True, exist_ok=True)
+            self.parser.save(self.config, out, skip_none=False, overwrite=True, multifile=False)
+
+
+class AdaptCLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+        parser.add_argument("--overwrite", action="store_true", help="delete existing checkpoints and start over")
+
+
+def run_train(argv: list[str]) -> int:
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in ("fit", "validate"):
+        print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
+        return 0 if argv and argv[0] in ("-h", "--help") else 2
+    cmd, rest = argv[0], argv[1:]
+    cli = AdaptCLI(
+        AdaptationModule,
+        ASRDataModule,
+        subclass_mode_model=True,
+        run=False,
+        args=rest,
+        save_config_callback=ExperimentConfigSaver,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "callbacks": [LocaleCheckpoint(), ExperimentLock(), TQDMProgressBar(refresh_rate=1)],
+            "plugins": [AtomicCheckpointIO()],
+            "enable_checkpointing": False,
+            "num_sanity_val_steps": 0,
+            "gradient_clip_val": 1.0,
+        },
+    )
+    trainer, cfg = cli.trainer, cli.config
+    ckpt_dir = checkpoint_dir(trainer)
+    last = ckpt_dir / "last.ckpt"
+    ckpt_path = None
+    if cmd == "fit":
+        if cfg.get("resume"):
+            if not last.exists():
+                print(f"error: --resume given but {last} does not exist; start without --resume", file=sys.stderr)
+                return 1
+            ckpt_path = str(last)
+        elif last.exists():
+            if not cfg.get("overwrite"):
+                print(f"error: {ckpt_dir} already has checkpoints; pass --resume to continue "
+                      "or --overwrite to start over", file=sys.stderr)
+                return 1
+            shutil.rmtree(ckpt_dir)
+        trainer.fit(cli.model, datamodule=cli.datamodule, ckpt_path=ckpt_path)
+    else:
+        trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
+    return 0

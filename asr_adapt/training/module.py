@@ -1,0 +1,212 @@
+"""LightningModules that hold a frozen backbone with per-locale adapters.
+
+One module per backbone family (registered in :data:`MODULES`); they differ only in the
+backbone they load and the decoding used for validation. All tail locales train jointly
+in locale-mixed batches: each row is routed through its own locale's adapter
+(:mod:`asr_adapt.routing`).
+
+What is trained is what is saved: the module's ``state_dict`` holds only trainable
+parameters (the adapters, or everything for full fine-tuning), so every checkpoint is an
+adapter-only file plus optimizer state, and the frozen base is reloaded from its source.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
+
+from asr_adapt import routing
+from asr_adapt.adapters import attach_adapters, build_config, freeze_base, is_adapter_param, regularization_loss
+from asr_adapt.models.base import BACKBONES, Backbone
+from asr_adapt.registry import Registry
+from asr_adapt.training.augment import AugmentConfig, spec_augment
+from asr_adapt.training.metrics import LocaleAccumulator
+
+log = logging.getLogger(__name__)
+
+MODULES: Registry[type[AdaptationModule]] = Registry("training module")
+
+
+def _default_optimizer(params):
+    return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
+
+
+def load_backbone(family: str, model: str) -> Backbone:
+    """Import the backbone family's module (it registers itself) and load ``model``."""
+    importlib.import_module(f"asr_adapt.models.{family}")
+    return BACKBONES.get(family).from_pretrained(model)
+
+
+class AdaptationModule(L.LightningModule):
+    """Frozen backbone + per-locale adapters, trained on locale-mixed batches.
+
+    Batches are dicts with ``wavs`` (list of (N_i,) float32 arrays), ``texts``, ``langs``,
+    ``utt_ids`` (see :class:`asr_adapt.training.datamodule.ASRDataModule`).
+    """
+
+    family = ""
+
+    def __init__(
+        self,
+        model: str = "whisper-base",
+        locales: list[str] | None = None,
+        adapter: str | None = "lda",
+        adapter_conf: dict[str, Any] | None = None,
+        adapter_groups: list[str] | None = None,
+        full_finetune: bool = False,
+        optimizer: OptimizerCallable = _default_optimizer,
+        lr_scheduler: LRSchedulerCallable | None = None,
+        augment: dict[str, Any] | None = None,
+        decode: dict[str, Any] | None = None,
+        init_adapters: str | None = None,
+    ) -> None:
+        """
+        Args:
+            model: backbone weights: a name the resolver knows (``whisper-base``) or a directory.
+            locales: BCP-47 tags that get an adapter; rows of other locales use the base.
+            adapter: registered adapter type (``lda``, ``lora``, ``s2lora``) or ``None``.
+            adapter_conf: the adapter's config fields, e.g. ``{"rank": 8}``.
+            adapter_groups: injection-point groups (``encoder``, ``decoder``, ``first_pass``...);
+                ``None`` uses the adapter's default.
+            full_finetune: train every base parameter instead (the comparison baseline).
+            optimizer, lr_scheduler: callables from config (LightningCLI ``class_path`` form).
+            augment: :class:`AugmentConfig` fields; SpecAugment runs here, waveform noise in the data.
+            decode: decoding-option overrides for validation (greedy by default).
+            init_adapters: adapter bundle to start from (noisy-student: the teacher's adapters).
+        """
+        super().__init__()
+        self.save_hyperparameters()
+        if not full_finetune and not adapter:
+            raise ValueError("set `adapter` (e.g. lda, lora, s2lora) or `full_finetune: true`")
+        self.locales = list(locales or [])
+        self.backbone = load_backbone(self.family, model)
+        self.base_fingerprint = self.backbone.fingerprint()
+        if adapter:
+            attach_adapters(
+                self.backbone, self.backbone.injection_points(), adapter,
+                build_config(adapter, adapter_conf or {}), self.locales, adapter_groups,
+            )
+        if init_adapters:
+            from asr_adapt.adapters import load_adapters
+
+            load_adapters(self.backbone, init_adapters, self.base_fingerprint, self.backbone.injection_points())
+        if full_finetune:
+            for p in self.backbone.parameters():
+                p.requires_grad_(True)
+        else:
+            freeze_base(self.backbone)
+        self._saved_keys = {n for n, p in self.named_parameters() if p.requires_grad}
+        self._saved_keys |= {n for n, _ in self.named_buffers() if is_adapter_param(n)}
+        n_train = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        n_base = sum(p.numel() for n, p in self.backbone.named_parameters() if not is_adapter_param(n))
+        log.info("trainable parameters: %d (%.3f%% of the %d-parameter base)", n_train, 100 * n_train / n_base, n_base)
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = lr_scheduler
+        self.augment = AugmentConfig(**(augment or {}))
+        self._spec_hook = None
+        self.decode_options = self.backbone.decoding_options(**(decode or {}))
+        self.dev = LocaleAccumulator()
+        self.last_dev_metrics: dict[str, dict[str, float]] = {}
+        self.skipped_batches = 0
+
+    # --- what is saved -------------------------------------------------------------
+    def state_dict(self, *args: Any, **kwargs: Any) -> dict[str, torch.Tensor]:
+        full = super().state_dict(*args, **kwargs)
+        prefix = kwargs.get("prefix", "")
+        return {k: v for k, v in full.items() if k[len(prefix):] in self._saved_keys}
+
+    def load_state_dict(self, state_dict: Mapping[str, Any], strict: bool = True, assign: bool = False):
+        missing = self._saved_keys - set(state_dict)
+        unexpected = set(state_dict) - self._saved_keys
+        if strict and (missing or unexpected):
+            raise RuntimeError(
+                f"checkpoint does not match this model's trainable parameters: {len(missing)} missing "
+                f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]}); "
+                "was it trained with another adapter type, locale list or base model?"
+            )
+        return super().load_state_dict(state_dict, strict=False, assign=assign)
+
+    # --- training --------------------------------------------------------------------
+    def on_fit_start(self) -> None:
+        if self.augment.spec_augment and self._spec_hook is None:
+            name = self.backbone.feature_module()
+            if name is None:
+                log.warning("backbone %s has no feature module; SpecAugment disabled", self.family)
+            else:
+                self._spec_hook = self.backbone.get_submodule(name).register_forward_pre_hook(self._spec_augment_hook)
+
+    def _spec_augment_hook(self, module, args):
+        if not self.training:
+            return None
+        return (spec_augment(args[0], self.augment),) + tuple(args[1:])
+
+    def training_step(self, batch: dict, batch_idx: int):
+        with routing.use(batch["langs"]):
+            loss = self.backbone.compute_loss(batch["wavs"], batch["texts"], batch["langs"])
+        reg = regularization_loss(self.backbone)
+        total = loss + reg
+        if not torch.isfinite(total):
+            # A NaN/inf batch must never reach the adapters: skip the step and count it.
+            self.skipped_batches += 1
+            log.warning("non-finite loss on batch %d (utts %s...); skipped (%d so far)",
+                        batch_idx, batch["utt_ids"][:3], self.skipped_batches)
+            self.log("train/skipped_batches", float(self.skipped_batches))
+            return None
+        bs = len(batch["wavs"])
+        self.log("train/loss", loss, prog_bar=True, batch_size=bs)
+        if reg.requires_grad:
+            self.log("train/reg", reg, batch_size=bs)
+        return total
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        with routing.use(batch["langs"]):
+            loss = self.backbone.compute_loss(batch["wavs"], batch["texts"], batch["langs"])
+            hyps = self.backbone.transcribe_batch(batch["wavs"], batch["langs"], self.decode_options)
+        self.log("val/loss", loss, batch_size=len(batch["wavs"]), sync_dist=True)
+        self.dev.add(batch["utt_ids"], batch["texts"], [h.text for h in hyps], batch["langs"])
+
+    def on_validation_epoch_start(self) -> None:
+        self.dev.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        metrics = self.dev.compute(distributed=self.trainer.world_size > 1)
+        self.last_dev_metrics = metrics
+        for loc, m in metrics.items():
+            self.log(f"dev_wer/{loc}", m["wer"], rank_zero_only=True)
+            self.log(f"dev_cer/{loc}", m["cer"], rank_zero_only=True)
+
+    def configure_optimizers(self):
+        params = [p for p in self.parameters() if p.requires_grad]
+        opt = self.optimizer_factory(params)
+        if self.scheduler_factory is None:
+            return opt
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
+
+
+@MODULES.decorator("whisper")
+class WhisperAdaptationModule(AdaptationModule):
+    """Whisper encoder-decoder (frozen) + per-locale adapters."""
+
+    family = "whisper"
+
+
+@MODULES.decorator("transducer")
+class TransducerAdaptationModule(AdaptationModule):
+    """Streaming cascaded Conformer-transducer (frozen) + per-locale adapters."""
+
+    family = "transducer"
+
+    def __init__(self, model: str = "exp/foundation", **kwargs: Any) -> None:
+        super().__init__(model=model, **kwargs)
+
+
+def macro(metrics: Mapping[str, Mapping[str, float]], key: str = "wer") -> float:
+    vals = [m[key] for m in metrics.values()]
+    return sum(vals) / len(vals) if vals else math.nan
