@@ -21,10 +21,18 @@ import numpy as np
 
 from asr_adapt.data.types import language_of
 from asr_adapt.scoring import bootstrap as bs
-from asr_adapt.scoring.metrics import Counts, align_chars, align_words, char_text, sum_counts
+from asr_adapt.scoring.metrics import align_chars, align_words, char_text, sum_counts
 from asr_adapt.scoring.normalise import NORMALISERS, get_normaliser
 from asr_adapt.scoring.readers import ScoringError, read_transcripts
-from asr_adapt.scoring.report import Comparison, Interval, RowStats, ScoreReport, UttScore, macro_row, row_from_counts
+from asr_adapt.scoring.report import (
+    Comparison,
+    Interval,
+    RowStats,
+    ScoreReport,
+    UttScore,
+    macro_row,
+    row_from_counts,
+)
 
 log = logging.getLogger(__name__)
 
