@@ -24,6 +24,9 @@ class Utterance:
     duration: float | None = None
     offset: float = 0.0
     segment: bool = False  # True: read only [offset, offset + duration) (Kaldi segments)
+    # Kaldi recording id of ``audio`` (wav.scp key) when known; kept so that a data dir with
+    # ``segments`` round-trips with its recording ids instead of derived ones.
+    recording: str | None = None
 
     def load(self, sample_rate: int = 16000) -> np.ndarray:
         """(N,) float32 mono samples; raises :class:`~asr_adapt.data.audio.AudioError`."""
