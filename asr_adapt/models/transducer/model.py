@@ -1,0 +1,209 @@
+"""The streaming cascaded Conformer-transducer as a :class:`~asr_adapt.models.base.Backbone`.
+
+waveform -> log-mel -> global CMVN -> 4x subsampling -> causal first pass (chunked
+attention, streams) -> non-causal second pass; one stateless prediction network and one
+joiner (with a per-pass encoder projection) score both passes. Training sums the two
+transducer losses; the first pass is trained with a chunk size drawn per batch (and
+sometimes full context), so one model decodes at several latencies.
+
+Adapters are forward hooks on the Conformer blocks named by :meth:`injection_points`;
+the offline and the streaming encoder call those same modules, so hooks fire in both.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import random
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchaudio
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from asr_adapt import routing
+from asr_adapt.fileio import atomic_write, atomic_write_json
+from asr_adapt.models.base import BACKBONES, Backbone, Hypothesis, InjectionPoints
+from asr_adapt.models.transducer.cascade import CascadedEncoder, EncoderOutput, StreamingState
+from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
+from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
+from asr_adapt.models.transducer.joiner import Joiner
+from asr_adapt.models.transducer.predictor import StatelessPredictor
+from asr_adapt.models.transducer.tokenizer import Tokenizer, load_tokenizer
+
+CONFIG_FILE = "config.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+@BACKBONES.decorator("transducer")
+class TransducerBackbone(Backbone):
+    family = "transducer"
+
+    def __init__(self, config: TransducerConfig, tokenizer: Tokenizer) -> None:
+        super().__init__()
+        if tokenizer.vocab_size != config.vocab_size:
+            raise ValueError(
+                f"config.vocab_size={config.vocab_size} but the tokenizer has {tokenizer.vocab_size} tokens"
+            )
+        self.config, self.tokenizer = config, tokenizer
+        self.fbank = LogMel(config.sample_rate, config.n_mels)
+        self.cmvn = GlobalCMVN(config.n_mels)
+        self.encoder = CascadedEncoder(config)
+        self.predictor = StatelessPredictor(config.vocab_size, config.pred_dim, config.context_size)
+        self.joiner = Joiner(config.d_model, config.pred_dim, config.joiner_dim, config.vocab_size,
+                             self.encoder.passes)
+        self.chunk_rng = random.Random(0)  # dynamic-chunk draws; seeded so training is reproducible
+
+    @classmethod
+    def from_preset(cls, name: str, tokenizer: Tokenizer, **overrides) -> TransducerBackbone:
+        """A randomly initialised model of preset ``name`` sized to ``tokenizer``."""
+        cfg = dataclasses.replace(PRESETS.get(name), vocab_size=tokenizer.vocab_size, tokenizer=tokenizer.kind,
+                                  **overrides)
+        return cls(cfg, tokenizer)
+
+    # ------------------------------------------------------------------ features
+    def raw_features(self, wavs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Un-normalised log-mel (B, T, F) and frame counts (B,) of 16 kHz waveforms."""
+        device = self.cmvn.mean.device
+        n = torch.tensor([len(w) for w in wavs], dtype=torch.long)
+        batch = torch.zeros(len(wavs), max(int(n.max()), 1))
+        for i, w in enumerate(wavs):
+            batch[i, : len(w)] = torch.as_tensor(np.asarray(w, dtype=np.float32))
+        feats = self.fbank.to(device)(batch.to(device))
+        return feats, self.fbank.num_frames(n).to(device)
+
+    def features(self, wavs: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised features (B, T, F) and lengths (B,): the encoder's input."""
+        feats, lens = self.raw_features(wavs)
+        return self.cmvn(feats.transpose(1, 2)).transpose(1, 2), lens
+
+    @torch.no_grad()
+    def fit_cmvn(self, wavs: Sequence[np.ndarray]) -> None:
+        """Set the global normalisation statistics from training audio."""
+        feats, lens = self.raw_features(wavs)
+        self.cmvn.fit([f[: int(n)] for f, n in zip(feats, lens)])
+
+    # ------------------------------------------------------------------ encoder
+    def encode(self, feats, lengths, chunk_size: int = -1, left_chunks: int = -1, second_pass: bool = True) -> EncoderOutput:
+        """feats: (B, T_f, F) normalised, lengths: (B,) -> first/second pass (B, T, D), lengths (B,)."""
+        return self.encoder(feats, lengths, chunk_size, left_chunks, second_pass)
+
+    def init_streaming_state(self, batch: int, chunk_size: int, left_chunks: int = -1) -> StreamingState:
+        return self.encoder.init_state(batch, chunk_size, left_chunks, self.cmvn.mean.device)
+
+    def streaming_forward(self, x, lengths, state: StreamingState, final: bool = False):
+        """First pass on the next (B, T_c, F) normalised feature frames; see :class:`CascadedEncoder`.
+
+        Returns ``(y (B, T_o, D), lengths (B,), state)``.
+        """
+        return self.encoder.streaming_forward(x, lengths, state, final)
+
+    # ------------------------------------------------------------------ training
+    def sample_chunking(self) -> tuple[int, int]:
+        """(chunk_size, left_chunks) for one training batch; (-1, -1) is full context."""
+        cfg = self.config
+        if self.chunk_rng.random() < cfg.full_context_prob:
+            return -1, -1
+        return self.chunk_rng.choice(cfg.train_chunk_sizes), self.chunk_rng.choice(cfg.train_left_chunks)
+
+    def transducer_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
+        """enc: (B, T, D), targets: (B, U) padded ids -> mean transducer loss (fp32 logits)."""
+        blank = self.predictor.start_context(targets.shape[0], targets.device)[:, :1]
+        dec_p = self.joiner.project_decoder(self.predictor(torch.cat([blank, targets], dim=1)))  # (B, U+1, J)
+        enc_p = self.joiner.project_encoder(enc, pass_name)  # (B, T, J)
+        logits = self.joiner(enc_p[:, :, None], dec_p[:, None]).float()  # (B, T, U+1, V)
+        return torchaudio.functional.rnnt_loss(
+            logits, targets.int(), lengths.int(), target_lengths.int(), blank=0, reduction="mean",
+            fused_log_softmax=True,
+        )
+
+    def encode_targets(self, texts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, U) padded token ids (U >= 1) and (B,) lengths."""
+        ids = [self.tokenizer.encode(t) for t in texts]
+        lens = torch.tensor([len(i) for i in ids], dtype=torch.long)
+        out = torch.zeros(len(ids), max(1, int(lens.max())), dtype=torch.long)
+        for i, seq in enumerate(ids):
+            out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+        return out.to(device), lens.to(device)
+
+    def loss_terms(self, wavs, texts, langs, chunk_size: int | None = None, left_chunks: int | None = None):
+        """{"first_pass": loss, "second_pass": loss, "loss": weighted sum} for one batch.
+
+        Chunking defaults to a random draw when training and full context otherwise.
+        """
+        if chunk_size is None:
+            chunk_size, left_chunks = self.sample_chunking() if self.training else (-1, -1)
+        feats, flens = self.features(wavs)
+        targets, tlens = self.encode_targets(texts, feats.device)
+        with routing.use(list(langs)):
+            out = self.encode(feats, flens, chunk_size, -1 if left_chunks is None else left_chunks)
+        if int(out.lengths.min()) < 1:
+            raise ValueError("an utterance is shorter than one encoder frame (~70 ms); drop it from the batch")
+        terms = {"first_pass": self.transducer_loss(out.first, out.lengths, "first_pass", targets, tlens)}
+        total = self.config.first_pass_weight * terms["first_pass"]
+        if out.second is not None:
+            terms["second_pass"] = self.transducer_loss(out.second, out.lengths, "second_pass", targets, tlens)
+            total = total + self.config.second_pass_weight * terms["second_pass"]
+        terms["loss"] = total
+        return terms
+
+    def compute_loss(self, wavs, texts, langs) -> torch.Tensor:
+        return self.loss_terms(wavs, texts, langs)["loss"]
+
+    # ------------------------------------------------------------------ decoding
+    def transcribe_batch(self, wavs, langs, options=None) -> list[Hypothesis]:
+        """Decode with a :class:`~asr_adapt.decoding.transducer_search.TransducerDecodingOptions`.
+
+        The search strategies live in the decoding package (as whisper binds its decode
+        function to the model); imported here lazily so importing models stays light.
+        """
+        from asr_adapt.decoding.transducer_search import transcribe
+
+        return transcribe(self, wavs, langs, options if options is not None else self.decoding_options())
+
+    def decoding_options(self, **overrides):
+        """:class:`~asr_adapt.decoding.transducer_search.TransducerDecodingOptions` with ``overrides``."""
+        from asr_adapt.decoding.transducer_search import TransducerDecodingOptions
+
+        return TransducerDecodingOptions(**overrides)
+
+    # ------------------------------------------------------------------ adapters
+    def feature_module(self) -> str | None:
+        return "cmvn"  # its input is the (B, F, T) log-mel; SpecAugment hooks it in training
+
+    def injection_points(self) -> InjectionPoints:
+        blocks, linears = {}, {}
+        for name in self.encoder.passes:
+            enc = getattr(self.encoder, name)
+            prefix = [f"encoder.{name}.layers.{i}" for i in range(len(enc.layers))]
+            blocks[name] = prefix
+            linears[f"{name}.attn"] = [f"{p}.attn.{l}" for p in prefix for l in ("q_proj", "k_proj", "v_proj", "out_proj")]
+            linears[f"{name}.ffn"] = [f"{p}.{f}.{l}" for p in prefix for f in ("ffn1", "ffn2") for l in ("fc1", "fc2")]
+        return InjectionPoints(blocks=blocks, linears=linears)
+
+    # ------------------------------------------------------------------ persistence
+    def save_pretrained(self, directory: str | os.PathLike) -> None:
+        """``config.json`` + ``model.safetensors`` + tokenizer files, each written atomically."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        self.tokenizer.save(directory)
+        state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        atomic_write(directory / WEIGHTS_FILE, st_save(state))
+        atomic_write_json(directory / CONFIG_FILE, {"backbone": "transducer", "config": self.config.to_dict()})
+
+    @classmethod
+    def from_pretrained(cls, name_or_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransducerBackbone:
+        """Load a directory written by :meth:`save_pretrained` (in eval mode)."""
+        directory = Path(name_or_dir)
+        if not (directory / CONFIG_FILE).exists():
+            raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; expected a directory written by save_pretrained")
+        meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
+        if meta.get("backbone") != "transducer":
+            raise ValueError(f"{directory}: not a transducer model (backbone={meta.get('backbone')!r})")
+        model = cls(TransducerConfig.from_dict(meta["config"]), load_tokenizer(directory))
+        model.load_state_dict(st_load((directory / WEIGHTS_FILE).read_bytes()), strict=True)
+        return model.to(device).eval()
