@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_adapt.data.types import language_of
 from asr_adapt.scoring import bootstrap as bs
 from asr_adapt.scoring.metrics import align_chars, align_words, char_text, sum_counts
 from asr_adapt.scoring.normalise import NORMALISERS, get_normaliser
@@ -72,6 +71,11 @@ class ScoreConfig:
 
 
 FAST = ScoreConfig(bootstrap=0, details=False)
+
+
+def language_of(locale: str) -> str:
+    """``"zh-Hant-TW" -> "zh"``. (Kept here so that scoring depends on no other layer.)"""
+    return locale.replace("_", "-").split("-")[0].lower()
 
 
 def _normalise_refs(refs: Mapping[str, str], norm) -> dict[str, str]:
@@ -135,6 +139,8 @@ def score(
     ``baseline`` (another ``utt_id -> text``), every row also carries the baseline's rate,
     the absolute delta, WERR and (with bootstrap) the paired probability of improvement.
     """
+    if not refs:
+        raise ScoringError("no references to score")
     norm = get_normaliser(config.normaliser)
     nrefs = _normalise_refs(refs, norm)
     nhyps = {u: norm(t or "") for u, t in hyps.items() if u in nrefs}

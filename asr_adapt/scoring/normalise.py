@@ -52,6 +52,18 @@ _JOINERS = frozenset("'\u2019\u2018\u0060\u00b4\u05f3\u05f4")
 _INVISIBLE = frozenset("\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069\ufeff\u061c")
 
 
+class _CharTable(dict):
+    """``str.translate`` table filled on first sight of each character (a per-character
+    ``unicodedata`` lookup in Python would dominate the time of scoring large sets)."""
+
+    def __missing__(self, code: int) -> str:
+        out = self[code] = _multilingual_char(chr(code))
+        return out
+
+
+_TABLE = _CharTable()
+
+
 def _multilingual_char(ch: str) -> str:
     if ch in _JOINERS or ch in _INVISIBLE:
         return ""
@@ -74,8 +86,7 @@ def multilingual_normalise(text: str) -> str:
     """
     text = unicodedata.normalize("NFKC", text).lower()
     text = _ANNOTATION.sub(" ", text)
-    text = "".join(_multilingual_char(c) for c in text)
-    return " ".join(text.split())
+    return " ".join(text.translate(_TABLE).split())
 
 
 NORMALISERS.register(
