@@ -89,13 +89,17 @@ def hf_greedy(model, enc_out, prompt: list[int], eot: int, max_new: int) -> list
     import torch
     from transformers.modeling_outputs import BaseModelOutput
 
+    import inspect
+
     enc = BaseModelOutput(last_hidden_state=enc_out)
+    # transformers 5 renamed the KV-cache argument from past_key_values to cache.
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     ids = torch.tensor([prompt])
     past, out = None, []
     with torch.inference_mode():
         for _ in range(max_new):
-            o = model(encoder_outputs=enc, decoder_input_ids=ids, past_key_values=past, use_cache=True)
-            past = o.past_key_values
+            o = model(encoder_outputs=enc, decoder_input_ids=ids, use_cache=True, **{cache_arg: past})
+            past = getattr(o, cache_arg)
             nxt = int(o.logits[0, -1].argmax())
             if nxt == eot:
                 break

@@ -261,7 +261,8 @@ def write_ct2(
                 arr = arr.astype(np.float32)
             if arr.dtype.name not in DTYPES or arr.dtype.name == "bfloat16":
                 raise TypeError(f"{name}: dtype {arr.dtype} cannot be written")
-            arr = np.ascontiguousarray(arr, dtype=_NUMPY_DTYPES[arr.dtype.name])
+            # astype(order="C") rather than ascontiguousarray, which turns scalars into 1-d arrays.
+            arr = arr.astype(_NUMPY_DTYPES[arr.dtype.name], order="C", copy=False)
             _write_string(f, name)
             f.write(struct.pack("<B", arr.ndim))
             for dim in arr.shape:

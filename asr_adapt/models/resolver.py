@@ -29,6 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr_adapt.models.ct2_import import import_ct2
 from asr_adapt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -247,8 +248,6 @@ def _file_lock(path: Path) -> Iterator[None]:
 
 
 def _import_packaged(name: str, source: PackagedSource, target: Path) -> Path:
-    from asr_adapt.models.ct2_import import import_ct2
-
     with _file_lock(target.parent / f".{target.name}.lock"):
         if _is_model_dir(target):  # another process finished the import while we waited
             return target
