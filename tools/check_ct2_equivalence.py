@@ -86,10 +86,10 @@ def single_ct2_dir(sources: list[Path], tmp: Path) -> Path:
 
 def hf_greedy(model, enc_out, prompt: list[int], eot: int, max_new: int) -> list[int]:
     """Plain argmax decoding with the KV cache; no suppression, no timestamp rules."""
+    import inspect
+
     import torch
     from transformers.modeling_outputs import BaseModelOutput
-
-    import inspect
 
     enc = BaseModelOutput(last_hidden_state=enc_out)
     # transformers 5 renamed the KV-cache argument from past_key_values to cache.
