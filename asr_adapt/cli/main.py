@@ -15,6 +15,7 @@ import sys
 
 COMMAND_MODULES = [
     "asr_adapt.cli.data",
+    "asr_adapt.cli.prepare",
     "asr_adapt.cli.synth",
     "asr_adapt.cli.import_ct2",
     "asr_adapt.cli.decode",
