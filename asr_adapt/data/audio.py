@@ -86,6 +86,8 @@ def load_audio(
             raise AudioError(spec, "is a directory, not an audio file")
         if p.stat().st_size == 0:
             raise AudioError(spec, "empty file (0 bytes)")
+        if (why := wav_truncation(p)) is not None:
+            raise AudioError(spec, why)
         source = spec
     try:
         info = sf.info(source)
@@ -113,6 +115,34 @@ def load_audio(
 
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
     return wav
+
+
+def wav_truncation(path: str | os.PathLike) -> str | None:
+    """Why a RIFF/WAV file is truncated (its data chunk holds fewer bytes than the header
+    declares), or None. libsndfile silently reads what is there, which would pair half an
+    utterance with its full transcript. Streamed WAVs (written to a pipe, e.g. by
+    ``espeak-ng --stdout`` or ``sox ... -``) carry a placeholder size and are not flagged.
+    """
+    import struct
+
+    size = os.path.getsize(path)
+    with open(path, "rb") as f:
+        head = f.read(12)
+        if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+            return None
+        pos = 12
+        while pos + 8 <= size:
+            f.seek(pos)
+            cid, csize = struct.unpack("<4sI", f.read(8))
+            if cid == b"data":
+                if csize == 0 or csize >= 0x7FFF0000:  # placeholder of a streamed WAV
+                    return None
+                have = size - pos - 8
+                if have < csize:
+                    return f"truncated WAV: the header declares {csize} data bytes, the file holds {have}"
+                return None
+            pos += 8 + csize + (csize & 1)  # chunks are padded to even sizes
+    return None
 
 
 def _fallback_decode(spec, source, err, offset, duration):

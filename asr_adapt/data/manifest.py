@@ -57,7 +57,8 @@ def record_to_utterance(rec: dict, base_dir: Path | None = None, lineno: int = 0
     audio = str(rec["audio_filepath"])
     if base_dir is not None and not is_pipe(audio) and not os.path.isabs(audio):
         audio = os.path.normpath(base_dir / audio)
-    utt_id = rec.get("utt_id") or sanitize_id(Path(str(rec["audio_filepath"])).with_suffix("").as_posix().replace("/", "-"))
+    derived = Path(str(rec["audio_filepath"])).with_suffix("").as_posix().strip("./").replace("/", "-")
+    utt_id = rec.get("utt_id") or sanitize_id(derived)
     offset = rec.get("offset")
     dur = rec.get("duration")
     return Utterance(

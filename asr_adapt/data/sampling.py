@@ -86,7 +86,7 @@ class DurationBucketingBatchSampler(Sampler[list[int]]):
 
     def __iter__(self) -> Iterator[list[int]]:
         from lhotse import CutSet, MonoCut
-        from lhotse.dataset import DynamicBucketingSampler
+        from lhotse.dataset import DynamicBucketingSampler, DynamicCutSampler
 
         draw = list(self.index_sampler) if self.index_sampler is not None else range(len(self.durations))
         if not draw:
@@ -101,19 +101,36 @@ class DurationBucketingBatchSampler(Sampler[list[int]]):
             # Bucket-edge estimation on many equal durations averages empty slices (harmless).
             warnings.simplefilter("ignore", UserWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            sampler = DynamicBucketingSampler(
-                cuts,
-                max_duration=c.max_seconds,
-                num_buckets=max(1, min(c.num_buckets, len(draw))),
-                shuffle=c.shuffle,
-                drop_last=c.drop_last,
-                seed=c.seed,
-                world_size=self.world_size,
-                rank=self.rank,
-            )
+            common = dict(max_duration=c.max_seconds, shuffle=c.shuffle, drop_last=c.drop_last, seed=c.seed,
+                          world_size=self.world_size, rank=self.rank)
+            buckets = min(c.num_buckets, len(draw))
+            # lhotse's bucketing needs >= 2 buckets; one bucket is plain dynamic batching.
+            if buckets >= 2:
+                sampler = DynamicBucketingSampler(cuts, num_buckets=buckets, **common)
+            else:
+                sampler = DynamicCutSampler(cuts, **common)
             sampler.set_epoch(self.epoch)
             for batch in sampler:
-                yield [draw[int(cut.id)] for cut in batch]
+                yield from _split_to_cap([draw[int(cut.id)] for cut in batch], self.durations, c.max_seconds)
+
+
+def _split_to_cap(batch: list[int], durations: Sequence[float], cap: float) -> Iterator[list[int]]:
+    """Split a batch greedily so each part stays within ``cap`` seconds.
+
+    lhotse may let the cut that crosses ``max_duration`` (e.g. one longer than the cap)
+    into a batch; the cap is a memory limit, so it is enforced here. An utterance longer
+    than ``cap`` becomes a batch of its own.
+    """
+    part: list[int] = []
+    total = 0.0
+    for i in batch:
+        if part and total + durations[i] > cap:
+            yield part
+            part, total = [], 0.0
+        part.append(i)
+        total += durations[i]
+    if part:
+        yield part
 
 
 def locale_probabilities(counts: Mapping[str, int], temperature: float = 1.0) -> dict[str, float]:
