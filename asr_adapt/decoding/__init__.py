@@ -1,0 +1,1 @@
+"""Decoding: frozen options, lean greedy/beam search, batch decode jobs."""

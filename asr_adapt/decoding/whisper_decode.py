@@ -1,0 +1,149 @@
+"""Whisper batch transcription: long-audio pieces, language id, search, loop fallback.
+
+:func:`transcribe` is what :meth:`WhisperBackbone.transcribe_batch` runs:
+
+1. clips longer than ``options.chunk_s`` are cut into pieces at quiet points
+   (:func:`~asr_adapt.models.whisper_features.split_long_audio`); every piece is a batch
+   row (routing follows with :func:`routing.select_rows`);
+2. the encoder runs once on the pieces at the window the options ask for;
+3. rows without a language get one decoder step after ``<|startoftranscript|>``
+   restricted to language tokens (a clip's pieces all take its first piece's language);
+4. the registered search runs with a per-piece token cap derived from its duration;
+5. pieces that looped are decoded again with the fallback options, and texts are joined.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from asr_adapt import routing
+from asr_adapt.decoding.options import DecodingOptions
+from asr_adapt.decoding.repetition import compression_ratio
+from asr_adapt.decoding.whisper_search import SearchResult, run_search
+from asr_adapt.models.whisper_features import SAMPLE_RATE, split_long_audio
+from asr_adapt.registry import Registry
+
+# Scripts written without spaces between words: their pieces are joined without one.
+_NO_SPACE_LANGS = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+
+FALLBACKS: Registry = Registry("decode fallback")
+"""name -> ``fn(options) -> DecodingOptions | None`` (the options for a second pass)."""
+FALLBACKS.register("none", lambda options: None)
+FALLBACKS.register(
+    "full_context",
+    # The stock 30 s window is where the zero-shot base model does not loop; when already
+    # there, there is nothing better to fall back to.
+    lambda options: None if options.context == "full" else dataclasses.replace(options, context="full", fallback="none"),
+)
+
+
+@torch.no_grad()
+def detect_language(backbone, enc: torch.Tensor) -> list[str]:
+    """Most likely Whisper language code per row. enc: (B, T, D) encoder states."""
+    lang_ids = backbone.tokens.lang_to_id
+    codes = list(lang_ids)
+    ids = torch.tensor([lang_ids[c] for c in codes], device=enc.device)
+    sot = torch.full((enc.shape[0], 1), backbone.tokens.sot, dtype=torch.long, device=enc.device)
+    logits = backbone.decoder_logits(sot, enc, backbone.new_cache())  # (B, V)
+    return [codes[i] for i in logits[:, ids].argmax(dim=-1).tolist()]
+
+
+def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options: DecodingOptions):
+    """Decode clips of any length. wavs[i]: (N_i,) float32 16 kHz; langs[i]: locale or None.
+
+    Returns one :class:`~asr_adapt.models.whisper.WhisperHypothesis` per clip; its
+    ``lang`` is the given locale, else the detected Whisper language code.
+    """
+    from asr_adapt.models.whisper import WhisperHypothesis
+
+    if len(wavs) != len(langs):
+        raise ValueError("wavs and langs must have the same length")
+    if not wavs:
+        return []
+    pieces: list[tuple[int, int, int]] = []  # (clip row, start sample, end sample)
+    for row, wav in enumerate(wavs):
+        for start, end in split_long_audio(wav, options.chunk_s, options.chunk_search_s):
+            pieces.append((row, start, end))
+    audio = [wavs[r][s:e] for r, s, e in pieces]
+    rows = [r for r, _, _ in pieces]
+    with routing.preserved():
+        routing.select_rows(rows)
+        given = [langs[r] or options.language for r in rows]
+        results, piece_langs = _decode_pieces(backbone, audio, given, rows, options)
+    hyps = []
+    for row in range(len(wavs)):
+        idx = [i for i, r in enumerate(rows) if r == row]
+        lang = langs[row] or options.language or piece_langs[idx[0]]
+        sep = "" if _code(lang) in _NO_SPACE_LANGS else " "
+        texts = [backbone.tokenizer.decode(results[i][0].tokens, skip_special_tokens=True).strip() for i in idx]
+        text = sep.join(t for t in texts if t)
+        tokens = [t for i in idx for t in results[i][0].tokens]
+        n_tok = sum(len(results[i][0].tokens) + 1 for i in idx)
+        hyps.append(
+            WhisperHypothesis(
+                text=text,
+                tokens=tokens,
+                avg_logprob=sum(results[i][0].sum_logprob for i in idx) / n_tok,
+                lang=lang,
+                compression_ratio=compression_ratio(text),
+                segments=[(pieces[i][1] / SAMPLE_RATE, pieces[i][2] / SAMPLE_RATE, t) for i, t in zip(idx, texts)],
+                fallback=any(results[i][1] for i in idx),
+                looped=any(results[i][0].looped for i in idx),
+                truncated=any(results[i][0].truncated for i in idx),
+            )
+        )
+    return hyps
+
+
+def _code(lang: str) -> str:
+    return lang.replace("_", "-").split("-")[0].lower()
+
+
+def _decode_pieces(backbone, audio, given, rows, options: DecodingOptions):
+    """Decode ≤30 s pieces (routing already aligned with them).
+
+    Returns ([(SearchResult, used_fallback)] per piece, [language code or locale] per piece).
+    """
+    feats = backbone.features(audio, options.context, options.min_window_s, options.window_step_s)
+    enc = backbone.encode(feats.to(backbone.device))
+    langs = list(given)
+    todo = [i for i, g in enumerate(given) if g is None]
+    if todo:
+        with routing.preserved():
+            routing.select_rows(todo)
+            detected = detect_language(backbone, enc[todo])
+        first: dict[int, str] = {}
+        for i, code in zip(todo, detected):
+            first.setdefault(rows[i], code)  # a clip's pieces share its first piece's language
+        for i in todo:
+            langs[i] = first[rows[i]]
+    prompts_list = [backbone.prompt(lang, options.task) for lang in langs]
+    prompts = torch.tensor(prompts_list, dtype=torch.long, device=enc.device)
+    max_pos = backbone.config.max_target_positions
+    caps = [options.token_cap(len(a) / SAMPLE_RATE, len(p), max_pos) for a, p in zip(audio, prompts_list)]
+    found = run_search(backbone, enc, prompts, caps, options)
+    out: list[tuple[SearchResult, bool]] = [(r, False) for r in found]
+    fb = FALLBACKS.get(options.fallback)(options)
+    if fb is None:
+        return out, langs
+    redo = [i for i, r in enumerate(found) if _is_loop(backbone, r, options)]
+    if redo:
+        with routing.preserved():
+            routing.select_rows(redo)
+            again, _ = _decode_pieces(backbone, [audio[i] for i in redo], [langs[i] for i in redo], [rows[i] for i in redo], fb)
+        for i, (r, _) in zip(redo, again):
+            out[i] = (r, True)
+    return out, langs
+
+
+def _is_loop(backbone, r: SearchResult, options: DecodingOptions) -> bool:
+    if r.looped:
+        return True
+    if options.compression_ratio_threshold is None:
+        return False
+    text = backbone.tokenizer.decode(r.tokens, skip_special_tokens=True)
+    return compression_ratio(text) > options.compression_ratio_threshold
