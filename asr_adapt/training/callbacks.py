@@ -19,7 +19,7 @@ from pathlib import Path
 import lightning as L
 from lightning.pytorch.callbacks import Callback
 
-from asr_adapt.fileio import JsonlAppender, dir_lock, read_jsonl
+from asr_adapt.fileio import JsonlAppender, atomic_write, dir_lock, read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +60,24 @@ class LocaleCheckpoint(Callback):
                 }
                 with JsonlAppender(d / "history.jsonl") as w:
                     w.write(rec)
+                write_history_csv(d / "history.jsonl", d / "history.csv")
             summary = "  ".join(f"{loc} {m['wer']:.1f}" for loc, m in metrics.items())
             log.info("step %d dev WER: %s", step, summary)
+
+
+def write_history_csv(jsonl: Path, out: Path) -> None:
+    """Wide CSV of the history (step, epoch, val_loss, macro_wer, wer/<loc>, cer/<loc>) for spreadsheets."""
+    hist = read_jsonl(jsonl)
+    locs = sorted({loc for r in hist for loc in r.get("locales", {})})
+    header = ["step", "epoch", "val_loss", "macro_wer"] + [f"{m}/{loc}" for loc in locs for m in ("wer", "cer")]
+    lines = [",".join(header)]
+    for r in hist:
+        row = [r["step"], r["epoch"], r.get("val_loss"), r.get("macro_wer")]
+        for loc in locs:
+            m = r.get("locales", {}).get(loc, {})
+            row += [m.get("wer"), m.get("cer")]
+        lines.append(",".join("" if v is None else (f"{v:.4f}" if isinstance(v, float) else str(v)) for v in row))
+    atomic_write(out, "\n".join(lines) + "\n")
 
 
 def _atomic_link(src: Path, dst: Path) -> None:

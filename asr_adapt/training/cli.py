@@ -16,7 +16,6 @@ import shutil
 import sys
 from pathlib import Path
 
-from lightning.pytorch.callbacks import TQDMProgressBar
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
 from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint, checkpoint_dir
@@ -65,14 +64,16 @@ def run_train(argv: list[str]) -> int:
         save_config_callback=ExperimentConfigSaver,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
-            "callbacks": [LocaleCheckpoint(), ExperimentLock(), TQDMProgressBar(refresh_rate=1)],
-            "plugins": [AtomicCheckpointIO()],
+            "callbacks": [LocaleCheckpoint(), ExperimentLock()],
             "enable_checkpointing": False,
             "num_sanity_val_steps": 0,
             "gradient_clip_val": 1.0,
+            # Our batch samplers shard per rank themselves (no padding duplicates).
+            "use_distributed_sampler": False,
         },
     )
     trainer, cfg = cli.trainer, cli.config
+    trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     ckpt_dir = checkpoint_dir(trainer)
     last = ckpt_dir / "last.ckpt"
     ckpt_path = None

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from asr_adapt.data.audio import AudioError
 from asr_adapt.data.kaldi import load_utterances
-from asr_adapt.data.sampling import LocaleBucketBatchSampler
+from asr_adapt.data.sampling import BucketingConfig, DurationBucketingBatchSampler, LocaleBalancedSampler
 from asr_adapt.data.types import Utterance
 from asr_adapt.training.augment import AugmentConfig, augment_waveform
 
@@ -67,7 +67,6 @@ class ASRDataModule(L.LightningDataModule):
         dev: list[str] | None = None,
         locales: list[str] | None = None,
         max_batch_seconds: float = 60.0,
-        max_batch_size: int = 16,
         temperature: float = 1.0,
         max_duration: float = 30.0,
         num_workers: int = 1,
@@ -80,7 +79,6 @@ class ASRDataModule(L.LightningDataModule):
                 labelled + pseudo-labelled data for noisy-student training).
             locales: keep only these locales (``None``: all).
             max_batch_seconds: cap on the summed audio duration of a training batch.
-            max_batch_size: cap on utterances per batch.
             temperature: locale sampling temperature (1 = natural, large = uniform).
             max_duration: drop training utterances longer than this (seconds).
             augment: waveform augmentation (:class:`AugmentConfig` fields).
@@ -110,24 +108,26 @@ class ASRDataModule(L.LightningDataModule):
         self.train_set = UtteranceDataset(self.train_utts, self.augment, self.hparams.seed)
         self.dev_set = UtteranceDataset(self.dev_utts)
 
-    def _sampler(self, utts: list[Utterance], shuffle: bool, temperature: float) -> LocaleBucketBatchSampler:
-        rank, world = 0, 1
-        if self.trainer is not None:
-            rank, world = self.trainer.global_rank, self.trainer.world_size
-        return LocaleBucketBatchSampler(
-            durations=[u.duration or 1.0 for u in utts],
-            locales=[u.lang or "und" for u in utts],
-            max_batch_seconds=self.hparams.max_batch_seconds,
-            max_batch_size=self.hparams.max_batch_size,
-            temperature=temperature,
-            shuffle=shuffle,
-            seed=self.hparams.seed,
-            rank=rank,
-            world_size=world,
-        )
+    def _rank(self) -> tuple[int, int]:
+        if self.trainer is None:
+            return 0, 1
+        return self.trainer.global_rank, self.trainer.world_size
+
+    def _train_sampler(self) -> DurationBucketingBatchSampler:
+        # Locale-balanced draw (sharded per rank), then bucketed by duration under the seconds cap.
+        rank, world = self._rank()
+        draw = LocaleBalancedSampler([u.lang for u in self.train_utts], self.hparams.temperature,
+                                     seed=self.hparams.seed, rank=rank, world_size=world)
+        cfg = BucketingConfig(max_seconds=self.hparams.max_batch_seconds, seed=self.hparams.seed)
+        return DurationBucketingBatchSampler([u.duration or 1.0 for u in self.train_utts], cfg, index_sampler=draw)
+
+    def _dev_sampler(self) -> DurationBucketingBatchSampler:
+        rank, world = self._rank()
+        cfg = BucketingConfig(max_seconds=self.hparams.max_batch_seconds, shuffle=False)
+        return DurationBucketingBatchSampler([u.duration or 1.0 for u in self.dev_utts], cfg, rank=rank, world_size=world)
 
     def train_dataloader(self) -> DataLoader:
-        sampler = self._sampler(self.train_utts, True, self.hparams.temperature)
+        sampler = self._train_sampler()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler.set_epoch(epoch)
         self.train_set.epoch = epoch
@@ -135,5 +135,5 @@ class ASRDataModule(L.LightningDataModule):
                           num_workers=self.hparams.num_workers, persistent_workers=False)
 
     def val_dataloader(self) -> DataLoader:
-        return DataLoader(self.dev_set, batch_sampler=self._sampler(self.dev_utts, False, 1.0),
+        return DataLoader(self.dev_set, batch_sampler=self._dev_sampler(),
                           collate_fn=collate, num_workers=self.hparams.num_workers)

@@ -7,7 +7,7 @@ from collections import defaultdict
 import jiwer
 import torch.distributed as dist
 
-from asr_adapt.scoring.normalizers import get_normalizer
+from asr_adapt.scoring.normalise import get_normaliser
 
 
 class LocaleAccumulator:
@@ -17,8 +17,8 @@ class LocaleAccumulator:
     than failing a whole validation: the data validator reports them up front.
     """
 
-    def __init__(self, normalizer: str = "multilingual") -> None:
-        self.normalize = get_normalizer(normalizer)
+    def __init__(self, normaliser: str = "multilingual") -> None:
+        self.normalize = get_normaliser(normaliser)
         self.reset()
 
     def reset(self) -> None:

@@ -23,7 +23,14 @@ import torch
 from lightning.pytorch.cli import LRSchedulerCallable, OptimizerCallable
 
 from asr_adapt import routing
-from asr_adapt.adapters import attach_adapters, build_config, freeze_base, is_adapter_param, regularization_loss
+from asr_adapt.adapters import (
+    attach_adapters,
+    build_config,
+    freeze_base,
+    is_adapter_param,
+    model_fingerprint,
+    regularization_loss,
+)
 from asr_adapt.models.base import BACKBONES, Backbone
 from asr_adapt.registry import Registry
 from asr_adapt.training.augment import AugmentConfig, spec_augment
@@ -87,7 +94,7 @@ class AdaptationModule(L.LightningModule):
             raise ValueError("set `adapter` (e.g. lda, lora, s2lora) or `full_finetune: true`")
         self.locales = list(locales or [])
         self.backbone = load_backbone(self.family, model)
-        self.base_fingerprint = self.backbone.fingerprint()
+        self.base_fingerprint = model_fingerprint(self.backbone)
         if adapter:
             attach_adapters(
                 self.backbone, self.backbone.injection_points(), adapter,

@@ -1,0 +1,41 @@
+"""``asr-adapt merge EXP -o BUNDLE``: checkpoint-wise per-locale adapter merging."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "merge",
+        help="assemble a per-locale adapter bundle from a training run's checkpoints",
+        description="Choose, per locale, the checkpoint with that locale's best dev WER "
+        "(checkpoint-wise merging) and write one adapter bundle with the provenance "
+        "(locale -> step, dev WER) and a plot of the per-locale dev-WER curves.",
+    )
+    p.add_argument("exp", help="training experiment directory (has config.yaml and checkpoints/history.jsonl)")
+    p.add_argument("-o", "--out", required=True, help="output adapter bundle directory")
+    p.add_argument("--policy", default="best",
+                   help="best (per-locale best, default) | best-macro | last | avg-top-k")
+    p.add_argument("-k", type=int, default=3, help="k for avg-top-k")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from asr_adapt.training.bundle import merge_experiment
+    from asr_adapt.training.ckpt_merge import POLICIES
+
+    if args.policy not in POLICIES:
+        raise SystemExit(f"error: unknown policy {args.policy!r}; choose from {', '.join(POLICIES.names())}")
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.overwrite:
+        raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
+    choices = merge_experiment(args.exp, out, args.policy, args.k)
+    print(f"{'locale':<10} {'steps':<20} dev WER")
+    for c in sorted(choices.values(), key=lambda c: c.locale):
+        print(f"{c.locale:<10} {','.join(map(str, c.steps)):<20} {c.dev_wer:.2f}")
+    print(f"bundle: {out}  (provenance.json, dev_wer_curves.png)")
+    return 0

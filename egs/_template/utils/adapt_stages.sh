@@ -1,0 +1,100 @@
+# Stages 10-49 shared by the adaptation recipes: train per-locale adapters, noisy-student
+# generations, checkpoint-wise merge, decode, score, report. Sourced by a recipe's run.sh
+# after its data stages (0-9); every stage is one `asr-adapt ...` call.
+#
+# The recipe sets (all required):
+#   stage stop_stage overwrite   stage gating (utils/stage_lib.sh)
+#   data exp                     data dirs ($data/{train,dev,test}) and experiment folder
+#   model adapters generations   base model, adapter types to train, noisy-student generations
+#   train_conf tail_list         LightningCLI args shared by every training run; locales as a YAML list
+# and optionally:
+#   unlabelled                   data dir pseudo-labelled by each generation (default $data/unlabelled);
+#                                without one, generations are skipped with a warning.
+
+unlabelled=${unlabelled:-$data/unlabelled}
+
+train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
+  local name=$1 adapter=$2; shift 2
+  if need_run "$exp/$name/.done"; then
+    log "train $name ($adapter)"
+    local resume=""
+    [ -f "$exp/$name/checkpoints/last.ckpt" ] && resume="--resume"
+    # shellcheck disable=SC2086  # train_conf is a list of arguments
+    asr-adapt train fit $train_conf --config "../../../recipes/whisper/$adapter.yaml" \
+      --model.init_args.locales "$tail_list" --trainer.default_root_dir "$exp/$name" $resume "$@"
+    touch "$exp/$name/.done"
+  fi
+}
+
+merge() {  # merge EXP OUT [policy]
+  if need_run "$2/.done"; then
+    asr-adapt merge "$1" -o "$2" --policy "${3:-best}" --overwrite
+    touch "$2/.done"
+  fi
+}
+
+if [ "$generations" -gt 0 ] && [ ! -f "$unlabelled/wav.scp" ]; then
+  # Real corpora may have no unlabelled audio (FLEURS; Common Voice when validated.tsv adds nothing).
+  log "warning: no unlabelled data dir at $unlabelled; skipping noisy-student generations"
+  generations=0
+fi
+
+if should_run 10; then
+  for a in $adapters; do
+    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]"
+  done
+fi
+
+if should_run 20; then
+  for g in $(seq 1 "$generations"); do
+    prev=$((g - 1))
+    teacher="$exp/lda_gen${prev}"
+    merge "$teacher" "$teacher/bundle"
+    if need_run "$exp/pl_gen$g/.done"; then
+      log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
+      asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --model "$model" \
+        --adapters "$teacher/bundle" --keep-top-percent 80
+      touch "$exp/pl_gen$g/.done"
+    fi
+    # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
+    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
+      --model.init_args.init_adapters "$teacher/bundle" \
+      --model.init_args.augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}"
+  done
+fi
+
+final="lda_gen$generations"
+if should_run 30; then
+  log "stage 30: checkpoint-wise merge of $final"
+  merge "$exp/$final" "$exp/$final/merged" best
+fi
+
+if should_run 40; then
+  for sys in zeroshot adapted; do
+    out="$exp/decode_${sys}_test"
+    if need_run "$out/.done"; then
+      extra=""
+      [ $sys = adapted ] && extra="--adapters $exp/$final/merged"
+      log "stage 40: decode test ($sys)"
+      # shellcheck disable=SC2086
+      asr-adapt decode "$data/test" -o "$out" --model "$model" --batch-size 8 $extra
+      touch "$out/.done"
+    fi
+  done
+fi
+
+if should_run 41; then
+  log "stage 41: score per locale"
+  mkdir -p "$exp/score"
+  asr-adapt score "$data/test" "$exp/decode_zeroshot_test" -o "$exp/score" --name zeroshot >/dev/null
+  asr-adapt score "$data/test" "$exp/decode_adapted_test" -o "$exp/score" --name adapted \
+    --baseline "$exp/decode_zeroshot_test" > "$exp/score/adapted.txt"
+  cat "$exp/score/adapted.txt"
+fi
+
+if should_run 42; then
+  log "stage 42: comparison report"
+  asr-adapt report "$exp/score" -o "$exp/report"
+  log "report: $exp/report (Markdown, CSV, PNG)"
+  cat "$exp/report/"*.md
+fi

@@ -1,0 +1,89 @@
+"""Lightning training end to end on a tiny Whisper: fit, history, adapter-only checkpoints,
+resume, refusal to overwrite, checkpoint-wise merge into a loadable bundle."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+import yaml
+
+from asr_adapt.training.cli import run_train
+from tests.training.helpers import make_data, tiny_whisper_dir
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("fit")
+    model = tiny_whisper_dir(root / "tiny")
+    train = make_data(root / "train", per_locale=4)
+    dev = make_data(root / "dev", per_locale=2, seed=1)
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 4, "val_check_interval": 2,
+                    "check_val_every_n_epoch": None, "logger": False, "enable_progress_bar": False},
+        "model": {"class_path": "asr_adapt.training.module.WhisperAdaptationModule",
+                  "init_args": {"model": str(model), "adapter": "lda", "locales": ["el-GR", "uk-UA"],
+                                "adapter_groups": ["encoder"],
+                                "decode": {"max_new_tokens": 8},
+                                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-3}},
+                                "lr_scheduler": {"class_path": "asr_adapt.training.schedulers.WarmupCosine",
+                                                 "init_args": {"warmup_steps": 2, "total_steps": 8}}}},
+        "data": {"train": [str(train)], "dev": [str(dev)], "max_batch_seconds": 4.0, "num_workers": 0},
+    }
+    conf = root / "conf.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    return root, conf
+
+
+def _history(exp):
+    return [json.loads(line) for line in (exp / "checkpoints" / "history.jsonl").read_text().splitlines()]
+
+
+def test_fit_resume_merge(setup):
+    root, conf = setup
+    exp = root / "exp"
+    args = ["fit", "--config", str(conf), "--trainer.default_root_dir", str(exp)]
+    assert run_train(args) == 0
+    hist = _history(exp)
+    assert [r["step"] for r in hist] == [2, 4]
+    assert set(hist[0]["locales"]) == {"el-GR", "uk-UA"}
+    assert all(0 <= m["wer"] for r in hist for m in r["locales"].values())
+    assert (exp / "config.yaml").exists() and (exp / "checkpoints" / "history.csv").exists()
+
+    # Adapter-only checkpoints: only trainable (adapter) tensors, plus optimizer state for resume.
+    ck = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ck["state_dict"] and all(".lda_adapters." in k for k in ck["state_dict"])
+    assert ck["global_step"] == 4 and ck["optimizer_states"]
+    lr_before = ck["lr_schedulers"][0]["last_epoch"]
+
+    # Without --resume an experiment with checkpoints is refused; with it, the step continues.
+    assert run_train(args) == 1
+    assert run_train(args + ["--resume", "--trainer.max_steps", "6"]) == 0
+    hist = _history(exp)
+    assert [r["step"] for r in hist] == [2, 4, 6]
+    ck = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
+    assert ck["global_step"] == 6 and ck["lr_schedulers"][0]["last_epoch"] == lr_before + 2
+
+    # Checkpoint-wise merge picks each locale's best step and writes a loadable bundle.
+    from asr_adapt.adapters import adapter_locales
+    from asr_adapt.training.bundle import merge_experiment
+    from asr_adapt.training.teacher import load_teacher
+
+    choices = merge_experiment(exp, root / "bundle", policy="best")
+    for loc, ch in choices.items():
+        best = min(hist, key=lambda r: (r["locales"][loc]["wer"], -r["step"]))
+        assert ch.steps == (best["step"],)
+    prov = json.loads((root / "bundle" / "provenance.json").read_text())
+    assert set(prov["locales"]) == {"el-GR", "uk-UA"}
+    assert (root / "bundle" / "dev_wer_curves.png").stat().st_size > 1000
+    teacher = load_teacher("whisper", str(root / "tiny"), str(root / "bundle"))
+    assert set(adapter_locales(teacher)) == {"el-GR", "uk-UA"}
+
+
+def test_resume_without_checkpoint_fails(setup, capsys):
+    root, conf = setup
+    rc = run_train(["fit", "--config", str(conf), "--trainer.default_root_dir", str(root / "empty"), "--resume"])
+    assert rc == 1
+    assert "does not exist" in capsys.readouterr().err
