@@ -1,0 +1,242 @@
+"""Transducer search: batched greedy, modified beam search, and streaming greedy.
+
+:func:`transcribe` is what :meth:`TransducerBackbone.transcribe_batch` runs. Decode
+*modes* (``full``: whole utterance, second pass when the model has one; ``streaming``:
+first pass chunk by chunk) and search *methods* (``greedy``, ``modified_beam``) are
+registries, so a new one is one registered function.
+
+Every method reports per-token emission times: the start (s) of the encoder frame that
+emitted the token (40 ms frames). ``avg_logprob`` is the mean log-probability of all
+decisions taken (blanks included), comparable across methods for the same utterance.
+
+Adapters sit on the encoder only; the prediction network runs with whatever batch shape
+a search needs (hypotheses, not utterances), so the search never touches routing.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from asr_adapt import routing
+from asr_adapt.models.base import Hypothesis
+from asr_adapt.models.transducer.config import FRAME_S, SUBSAMPLING
+from asr_adapt.registry import Registry
+
+
+@dataclass(frozen=True)
+class TransducerDecodingOptions:
+    """How :func:`transcribe` decodes; make variants with ``dataclasses.replace``."""
+
+    mode: str = field(default="full", metadata={
+        "help": "'full': whole utterance, second-pass encoder if present; 'streaming': first pass chunk by chunk"})
+    method: str = field(default="greedy", metadata={
+        "help": "'greedy' or 'modified_beam' (at most one symbol per frame); streaming supports greedy"})
+    beam_size: int = field(default=4, metadata={"help": "hypotheses kept by modified beam search"})
+    chunk_ms: int = field(default=320, metadata={
+        "help": "first-pass attention chunk in ms (multiple of 40); 0: full attention (full mode only)"})
+    left_context_chunks: int = field(default=-1, metadata={
+        "help": "chunks of left context the first pass attends to; -1: unlimited"})
+    max_symbols_per_frame: int = field(default=3, metadata={
+        "help": "greedy: cap on tokens emitted at one frame (guards against a stuck non-blank loop)"})
+
+    def __post_init__(self) -> None:
+        DECODE_MODES.get(self.mode)  # raises with the list of known names
+        SEARCH_METHODS.get(self.method)
+        if self.mode == "streaming" and self.method != "greedy":
+            raise ValueError("streaming decoding supports method='greedy' only")
+        if self.beam_size < 1:
+            raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
+        frame_ms = round(FRAME_S * 1000)
+        if self.chunk_ms < 0 or self.chunk_ms % frame_ms:
+            raise ValueError(f"chunk_ms must be 0 or a positive multiple of {frame_ms}, got {self.chunk_ms}")
+        if self.mode == "streaming" and self.chunk_ms == 0:
+            raise ValueError("streaming needs chunk_ms > 0")
+        if self.left_context_chunks < -1:
+            raise ValueError("left_context_chunks must be -1 (unlimited) or >= 0")
+        if self.max_symbols_per_frame < 1:
+            raise ValueError("max_symbols_per_frame must be >= 1")
+
+    @property
+    def chunk_frames(self) -> int:
+        """Chunk size in encoder frames; -1 for full attention."""
+        return self.chunk_ms // round(FRAME_S * 1000) if self.chunk_ms else -1
+
+
+@dataclass
+class SearchResult:
+    """One utterance's best path: token ids, emission times (s), summed log-prob, decisions."""
+
+    tokens: list[int]
+    times: list[float]
+    logprob: float
+    decisions: int
+
+
+# method(model, enc_p (B, T, J), lengths (B,), options) -> list[SearchResult]
+SEARCH_METHODS: Registry[Callable] = Registry("transducer search method")
+# mode(model, feats (B, T_f, F), lengths (B,), langs, options) -> list[SearchResult]
+DECODE_MODES: Registry[Callable] = Registry("transducer decode mode")
+
+
+def _decoder_proj(model, context: torch.Tensor) -> torch.Tensor:
+    """(N, context_size) token history -> (N, J) projected prediction-network output."""
+    return model.joiner.project_decoder(model.predictor(context, need_pad=False))[:, -1]
+
+
+# ---------------------------------------------------------------------------- greedy
+@dataclass
+class GreedyState:
+    """Batched greedy search state, carried across streaming chunks.
+
+    context: (B, c) last tokens per row; dec_p: (B, J) their projected prediction;
+    logprob: (B,) float64 summed log-probs; decisions: (B,) decision counts;
+    frame: encoder frames consumed (absolute index of the next frame).
+    """
+
+    context: torch.Tensor
+    dec_p: torch.Tensor
+    tokens: list[list[int]]
+    times: list[list[float]]
+    logprob: torch.Tensor
+    decisions: torch.Tensor
+    frame: int = 0
+
+    @classmethod
+    def start(cls, model, batch: int, device=None) -> GreedyState:
+        ctx = model.predictor.start_context(batch, device)
+        return cls(ctx, _decoder_proj(model, ctx), [[] for _ in range(batch)], [[] for _ in range(batch)],
+                   torch.zeros(batch, dtype=torch.float64), torch.zeros(batch, dtype=torch.long))
+
+    def results(self) -> list[SearchResult]:
+        return [SearchResult(t, s, float(lp), int(n))
+                for t, s, lp, n in zip(self.tokens, self.times, self.logprob, self.decisions)]
+
+
+def greedy_step(model, enc_p: torch.Tensor, lengths: torch.Tensor, st: GreedyState, max_symbols: int) -> GreedyState:
+    """Advance greedy search over (B, T, J) projected encoder frames; rows stop at ``lengths``."""
+    blank = model.predictor.blank_id
+    lengths = lengths.to(enc_p.device)
+    for t in range(enc_p.shape[1]):
+        active = t < lengths  # (B,)
+        if not bool(active.any()):
+            break
+        frame = enc_p[:, t]  # (B, J)
+        for _ in range(max_symbols):
+            logp = model.joiner(frame, st.dec_p).float().log_softmax(-1)  # (B, V)
+            best, tok = logp.max(-1)
+            st.logprob += torch.where(active, best, torch.zeros_like(best)).double().cpu()
+            st.decisions += active.long().cpu()
+            emit = active & (tok != blank)
+            if not bool(emit.any()):
+                break
+            for b in emit.nonzero().flatten().tolist():
+                st.tokens[b].append(int(tok[b]))
+                st.times[b].append(round((st.frame + t) * FRAME_S, 3))
+            shifted = torch.cat([st.context[:, 1:], tok[:, None]], dim=1)
+            st.context = torch.where(emit[:, None], shifted, st.context)
+            st.dec_p = torch.where(emit[:, None], _decoder_proj(model, st.context), st.dec_p)
+            active = emit  # only rows that emitted may emit again at this frame
+    st.frame += enc_p.shape[1]
+    return st
+
+
+@SEARCH_METHODS.decorator("greedy")
+def greedy_search(model, enc_p, lengths, options) -> list[SearchResult]:
+    st = GreedyState.start(model, enc_p.shape[0], enc_p.device)
+    return greedy_step(model, enc_p, lengths, st, options.max_symbols_per_frame).results()
+
+
+# ---------------------------------------------------------------------------- beam
+@dataclass
+class _Beam:
+    score: float
+    times: list[float]
+
+
+@SEARCH_METHODS.decorator("modified_beam")
+def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
+    """Beam search with at most one symbol per frame (icefall's "modified beam search").
+
+    Each frame, every hypothesis either emits blank or one token; the best ``beam_size``
+    of all (hypothesis, token) extensions survive and hypotheses with equal token
+    sequences are merged (log-sum-exp of their scores). With ``beam_size=1`` this is
+    greedy search with ``max_symbols_per_frame=1``.
+    """
+    c, blank = model.predictor.context_size, model.predictor.blank_id
+    out = []
+    for b in range(enc_p.shape[0]):
+        hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
+        n = int(lengths[b])
+        for t in range(n):
+            keys = list(hyps)
+            ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=enc_p.device)
+            logp = model.joiner(enc_p[b, t][None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
+            scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
+            vocab = scores.shape[1]
+            top = scores.flatten().topk(min(options.beam_size, scores.numel()))
+            new: dict[tuple[int, ...], _Beam] = {}
+            for s, idx in zip(top.values.tolist(), top.indices.tolist()):
+                h, v = divmod(idx, vocab)
+                key, base = keys[h], hyps[keys[h]]
+                if v != blank:
+                    key, times = key + (v,), base.times + [round(t * FRAME_S, 3)]
+                else:
+                    times = base.times
+                if key in new:
+                    a, bb = new[key].score, s
+                    new[key].score = max(a, bb) + math.log1p(math.exp(-abs(a - bb)))
+                else:
+                    new[key] = _Beam(s, times)
+            hyps = new
+        key, best = max(hyps.items(), key=lambda kv: kv[1].score)
+        out.append(SearchResult(list(key), best.times, best.score, n))
+    return out
+
+
+# ---------------------------------------------------------------------------- modes
+@DECODE_MODES.decorator("full")
+def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
+    """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
+    with routing.use(langs):
+        out = model.encode(feats, lengths, options.chunk_frames, options.left_context_chunks)
+    enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
+    enc_p = model.joiner.project_encoder(enc, name)
+    return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options)
+
+
+@DECODE_MODES.decorator("streaming")
+def decode_streaming(model, feats, lengths, langs, options) -> list[SearchResult]:
+    """First pass chunk by chunk (``chunk_ms`` of features per call), greedy as frames arrive."""
+    b, t_total, _ = feats.shape
+    c = options.chunk_frames
+    step = SUBSAMPLING * c
+    state = model.init_streaming_state(b, c, options.left_context_chunks)
+    search = GreedyState.start(model, b, feats.device)
+    with routing.use(langs):
+        for s in range(0, max(t_total, 1), step):
+            x = feats[:, s : s + step]
+            x_lens = (lengths - s).clamp(0, x.shape[1])
+            y, y_lens, state = model.streaming_forward(x, x_lens, state, final=s + step >= t_total)
+            if y.shape[1]:
+                enc_p = model.joiner.project_encoder(y, "first_pass")
+                greedy_step(model, enc_p, y_lens, search, options.max_symbols_per_frame)
+    return search.results()
+
+
+@torch.no_grad()
+def transcribe(model, wavs: Sequence[np.ndarray], langs: Sequence[str | None] | None,
+               options: TransducerDecodingOptions) -> list[Hypothesis]:
+    """Decode (N_i,) 16 kHz waveforms; ``langs`` route adapters per row (None: no adapter)."""
+    langs = list(langs) if langs is not None else [None] * len(wavs)
+    feats, lengths = model.features(wavs)
+    results = DECODE_MODES.get(options.mode)(model, feats, lengths, langs, options)
+    return [
+        Hypothesis(text=model.tokenizer.decode(r.tokens), tokens=r.tokens, times=r.times,
+                   avg_logprob=r.logprob / max(1, r.decisions), lang=lang)
+        for r, lang in zip(results, langs)
+    ]
