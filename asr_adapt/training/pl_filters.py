@@ -48,7 +48,8 @@ def drop_reason(rec: dict, cfg: FilterConfig) -> str | None:
     if cfg.require_lang_match and rec.get("expected_lang") and rec.get("lang"):
         if language_of(rec["lang"]) != language_of(rec["expected_lang"]):
             return "lang_mismatch"
-    cr = rec.get("compression_ratio") or compression_ratio(text)
+    cr = rec.get("compression_ratio")
+    cr = compression_ratio(text) if cr is None else cr
     if cr > cfg.max_compression_ratio:
         return "repetitive"
     dur = rec.get("duration")
@@ -62,6 +63,11 @@ def drop_reason(rec: dict, cfg: FilterConfig) -> str | None:
     if cfg.min_confidence is not None and conf is not None and conf < cfg.min_confidence:
         return "low_confidence"
     return None
+
+
+def _confidence(rec: dict) -> float:
+    conf = rec.get("avg_logprob")
+    return float("-inf") if conf is None else float(conf)
 
 
 def apply_filters(records: list[dict], cfg: FilterConfig) -> tuple[list[dict], dict[str, Counter]]:
@@ -78,7 +84,7 @@ def apply_filters(records: list[dict], cfg: FilterConfig) -> tuple[list[dict], d
     kept: list[dict] = []
     for loc, recs in survivors.items():
         if cfg.keep_top_percent is not None:
-            recs = sorted(recs, key=lambda r: r.get("avg_logprob") or float("-inf"), reverse=True)
+            recs = sorted(recs, key=_confidence, reverse=True)
             n = max(1, round(len(recs) * cfg.keep_top_percent / 100))
             report[loc]["below_top_percent"] += len(recs) - n
             recs = recs[:n]

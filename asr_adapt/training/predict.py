@@ -56,6 +56,10 @@ class TranscribeModule(L.LightningModule):
         self.options = options
         self.lang_override = lang_override
 
+    def transfer_batch_to_device(self, batch, device, dataloader_idx):
+        # Waveforms stay numpy until the backbone batches them (on its own device).
+        return batch
+
     def predict_step(self, batch: list[dict], batch_idx: int) -> list[dict]:
         ok = [b for b in batch if b["wav"] is not None]
         out = [{"utt_id": b["utt"].utt_id, "audio": b["utt"].audio, "error": b["error"]}
