@@ -1,0 +1,118 @@
+"""``asr-adapt decode INPUT -o OUT``: transcribe a folder of audio, a Kaldi data dir or a manifest.
+
+Thin: parses arguments, loads the model (+ adapters) and calls
+:func:`asr_adapt.decoding.runner.decode_utterances`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "decode",
+        help="transcribe audio (folder, Kaldi data dir or JSONL manifest) into OUT/hyp.jsonl and other formats",
+        description="Transcribe INPUT into OUT. Resumable: a re-run skips utterances already in OUT/hyp.jsonl. "
+        "Unreadable audio is listed in OUT/failed.tsv and makes the exit code 1.",
+    )
+    p.add_argument("input", help="folder of audio (recursive: wav/flac/ogg/mp3/...), Kaldi data dir, or JSONL manifest")
+    p.add_argument("-o", "--output", required=True, help="output directory (created; one run at a time)")
+    p.add_argument("--model", default="whisper-base", help="model name known to the resolver, or a local model directory")
+    p.add_argument("--backbone", default="whisper", help="backbone family (registry name)")
+    p.add_argument("--lang", default="auto", help="locale for every utterance (e.g. de-DE), or 'auto' (default)")
+    p.add_argument("--adapters", default=None, help="adapter bundle saved by asr-adapt (routed by --lang / utterance locale)")
+    p.add_argument("--batch-size", type=int, default=8, help="utterances per batch (sorted by duration)")
+    p.add_argument("--beam-size", type=int, default=1, help="1: greedy; >1: beam search")
+    p.add_argument("--context", choices=("dynamic", "full"), default="dynamic",
+                   help="dynamic: encoder on the real length (fast); full: stock 30 s padding")
+    p.add_argument("--min-window", type=float, default=None, help="dynamic context: shortest window in seconds")
+    p.add_argument("--fallback", default=None, help="what to do with looping pieces: full_context (default) or none")
+    p.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per ≤30 s piece")
+    p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    p.add_argument("--format", default="txt,jsonl",
+                   help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
+    p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import torch
+
+    from asr_adapt.decoding.runner import decode_utterances
+    from asr_adapt.decoding.writers import parse_formats
+    from asr_adapt.fileio import LockError
+    from asr_adapt.models.base import BACKBONES
+
+    try:
+        formats = parse_formats(args.format)
+    except KeyError as e:
+        print(f"error: {e.args[0]}", file=sys.stderr)
+        return 2
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    utterances = _read_input(args.input, None if args.lang == "auto" else args.lang)
+    _ensure_backbone_registered(args.backbone)
+    backbone = BACKBONES.get(args.backbone).from_pretrained(args.model, device=args.device)
+    if args.adapters:
+        _load_adapters(backbone, args.adapters)
+    overrides = dict(beam_size=args.beam_size, context=args.context, task=args.task)
+    for arg, name in (("min_window", "min_window_s"), ("fallback", "fallback"), ("max_new_tokens", "max_new_tokens")):
+        if getattr(args, arg) is not None:
+            overrides[name] = getattr(args, arg)
+    options = backbone.decoding_options(**overrides)
+    root = args.input if Path(args.input).is_dir() and not (Path(args.input) / "wav.scp").exists() else None
+    try:
+        summary = decode_utterances(
+            backbone, utterances, args.output, options, batch_size=args.batch_size, formats=formats,
+            lang=args.lang, input_root=root, progress=not args.no_progress,
+        )
+    except LockError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    log.info(
+        "decoded %d, skipped %d (already done), failed %d of %d; %.1f s audio, RTF %.3f",
+        summary.decoded, summary.skipped, len(summary.failed), summary.total, summary.audio_s, summary.rtf,
+    )
+    if summary.failed:
+        print(f"{len(summary.failed)} file(s) failed; see {Path(args.output) / 'failed.tsv'}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _read_input(path: str, lang: str | None):
+    from asr_adapt.data.kaldi import load_utterances
+
+    if not Path(path).exists():
+        raise SystemExit(f"error: {path}: no such file or directory")
+    utts = load_utterances(path, lang=lang)
+    if not utts:
+        raise SystemExit(f"error: no utterances found in {path}")
+    return utts
+
+
+def _ensure_backbone_registered(name: str) -> None:
+    # Backbones register on import; import the family's module so its name is known.
+    import importlib
+
+    try:
+        importlib.import_module(f"asr_adapt.models.{name}")
+    except ModuleNotFoundError as e:
+        if e.name != f"asr_adapt.models.{name}":
+            raise
+
+
+def _load_adapters(backbone, path: str) -> None:
+    try:
+        from asr_adapt.adapters import load_adapters, model_fingerprint
+    except ImportError as e:
+        raise SystemExit(f"error: --adapters needs the asr_adapt.adapters package, which failed to import: {e}") from None
+    locales = load_adapters(backbone, path, model_fingerprint(backbone))
+    log.info("loaded adapters for %s from %s", ", ".join(locales), path)
