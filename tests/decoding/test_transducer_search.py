@@ -1,0 +1,150 @@
+"""Transducer search on a tiny model overfit to three tone-coded utterances."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from asr_adapt.decoding.transducer_search import (
+    DECODE_MODES,
+    SEARCH_METHODS,
+    TransducerDecodingOptions,
+    greedy_search,
+    modified_beam_search,
+)
+from asr_adapt.models.base import Hypothesis
+from asr_adapt.models.transducer import TransducerBackbone
+from asr_adapt.models.transducer.tokenizer import CharTokenizer
+
+# Each character is a 0.2 s tone at its own pitch (space: silence), 50 ms gaps.
+TONES = {"a": 400.0, "b": 900.0, "c": 1600.0, " ": None}
+TEXTS = ["abc", "cab", "ba"]
+SR = 16000
+
+
+def tone_utterance(text: str, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    parts = [np.zeros(int(0.1 * SR))]
+    for ch in text:
+        t = np.arange(int(0.2 * SR)) / SR
+        parts.append(0.5 * np.sin(2 * np.pi * TONES[ch] * t) if TONES[ch] else np.zeros(len(t)))
+        parts.append(np.zeros(int(0.05 * SR)))
+    wav = np.concatenate(parts)
+    return (wav + 0.01 * rng.standard_normal(len(wav))).astype(np.float32)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread():
+    """Tiny models gain nothing from intra-op threads (and a busy pool spin-waits)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """The tiny preset trained (dynamic chunks, both passes) until it memorises TEXTS."""
+    torch.manual_seed(0)
+    wavs = [tone_utterance(t, i) for i, t in enumerate(TEXTS)]
+    model = TransducerBackbone.from_preset("tiny", CharTokenizer.train(TEXTS))
+    model.fit_cmvn(wavs)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(300):
+        loss = model.compute_loss(wavs, TEXTS, [None] * len(TEXTS))
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return model.eval(), wavs
+
+
+@pytest.mark.parametrize("opts", [
+    TransducerDecodingOptions(),
+    TransducerDecodingOptions(chunk_ms=0),
+    TransducerDecodingOptions(method="modified_beam", beam_size=4),
+    TransducerDecodingOptions(mode="streaming", chunk_ms=320),
+    TransducerDecodingOptions(mode="streaming", chunk_ms=160, left_context_chunks=2),
+], ids=["full-greedy", "full-ctx-greedy", "full-beam4", "stream-320ms", "stream-160ms-left2"])
+def test_overfit_batch_decodes_to_its_transcripts(trained, opts):
+    model, wavs = trained
+    hyps = model.transcribe_batch(wavs, ["xx-XX", None, "yy"], opts)
+    assert [h.text for h in hyps] == TEXTS
+    for h, wav in zip(hyps, wavs):
+        assert isinstance(h, Hypothesis)
+        assert model.tokenizer.decode(h.tokens) == h.text
+        assert len(h.times) == len(h.tokens)
+        assert h.times == sorted(h.times) and 0.0 <= h.times[0] and h.times[-1] <= len(wav) / SR
+        assert h.avg_logprob is not None and -1.0 < h.avg_logprob <= 0.0
+
+
+def test_streaming_emissions_depend_only_on_audio_heard_so_far(trained):
+    """Two inputs equal up to 0.35 s: streaming emissions of the chunks that end before
+    then must be identical (with 160 ms chunks, encoder frames 0-7 read samples < 0.35 s)."""
+    model, wavs = trained
+    cut = int(0.35 * SR)
+    other = tone_utterance("cab", 1)
+    forked = np.concatenate([wavs[0][:cut], other[cut : len(wavs[0])]])
+    opts = TransducerDecodingOptions(mode="streaming", chunk_ms=160)
+    a, b = model.transcribe_batch([wavs[0], forked], [None, None], opts)
+    early_a = [(tok, t) for tok, t in zip(a.tokens, a.times) if t < 0.32]
+    early_b = [(tok, t) for tok, t in zip(b.tokens, b.times) if t < 0.32]
+    assert early_a == early_b
+    assert a.tokens != b.tokens  # the inputs diverge later, and so do the outputs
+    assert all(round(t / 0.04, 6).is_integer() for t in a.times)  # frame starts, 40 ms apart
+
+
+def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
+    model, wavs = trained
+    feats, lens = model.features(wavs)
+    with torch.no_grad():
+        out = model.encode(feats, lens, 8)
+        enc_p = model.joiner.project_encoder(out.second, "second_pass")
+        opts = TransducerDecodingOptions(method="modified_beam", beam_size=1, max_symbols_per_frame=1)
+        beam = modified_beam_search(model, enc_p, out.lengths, opts)
+        greedy = greedy_search(model, enc_p, out.lengths, opts)
+    for b, g in zip(beam, greedy):
+        assert b.tokens == g.tokens and b.times == g.times and b.decisions == g.decisions
+        assert abs(b.logprob - g.logprob) < 1e-4
+
+
+def test_wider_beam_never_scores_below_beam_1(trained):
+    model, wavs = trained
+    feats, lens = model.features(wavs)
+    with torch.no_grad():
+        out = model.encode(feats, lens, 8)
+        enc_p = model.joiner.project_encoder(out.second, "second_pass")
+        one = modified_beam_search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=1))
+        four = modified_beam_search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=4))
+    assert all(f.logprob >= o.logprob - 1e-6 for f, o in zip(four, one))
+
+
+def test_streaming_decode_matches_offline_first_pass_greedy(trained):
+    """Streaming greedy == greedy over the offline first pass under the same chunk mask."""
+    model, wavs = trained
+    feats, lens = model.features(wavs)
+    opts = TransducerDecodingOptions(mode="streaming", chunk_ms=160, left_context_chunks=1)
+    with torch.no_grad():
+        out = model.encode(feats, lens, opts.chunk_frames, opts.left_context_chunks, second_pass=False)
+        offline = greedy_search(model, model.joiner.project_encoder(out.first, "first_pass"), out.lengths, opts)
+    streamed = model.transcribe_batch(wavs, [None] * 3, opts)
+    for s, o in zip(streamed, offline):
+        assert s.tokens == o.tokens and s.times == o.times
+
+
+def test_options_are_validated_and_registered():
+    assert {"greedy", "modified_beam"} <= set(SEARCH_METHODS.names())
+    assert {"full", "streaming"} <= set(DECODE_MODES.names())
+    opts = TransducerDecodingOptions()
+    assert dataclasses.replace(opts, chunk_ms=640).chunk_frames == 16
+    assert dataclasses.replace(opts, chunk_ms=0).chunk_frames == -1
+    for f in dataclasses.fields(TransducerDecodingOptions):
+        assert f.metadata.get("help")
+    for bad in (dict(mode="nope"), dict(method="nope"), dict(mode="streaming", method="modified_beam"),
+                dict(chunk_ms=100), dict(mode="streaming", chunk_ms=0), dict(beam_size=0),
+                dict(left_context_chunks=-2)):
+        with pytest.raises((ValueError, KeyError)):
+            TransducerDecodingOptions(**bad)
