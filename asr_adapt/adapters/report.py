@@ -126,7 +126,8 @@ def rank_heatmap(rows: list[dict[str, Any]], out_png: str | Path, locale: str | 
     grid = torch.full((len(kinds), len(layers)), float("nan"))
     for r in sel:
         grid[kinds.index(r["kind"]), layers.index(r["layer"] if r["layer"] is not None else layers[0])] = r["nonzero"]
-    fig, ax = plt.subplots(figsize=(1.2 + 0.5 * len(layers), 1.0 + 0.35 * len(kinds)))
+    label_w = 0.065 * max(len(k) for k in kinds)  # inches for the y tick labels
+    fig, ax = plt.subplots(figsize=(2.5 + label_w + 0.5 * len(layers), 1.5 + 0.3 * len(kinds)))
     im = ax.imshow(grid.numpy(), aspect="auto", cmap="viridis", vmin=0, vmax=max(r["rank"] for r in sel))
     ax.set_xticks(range(len(layers)), [str(x) for x in layers])
     ax.set_yticks(range(len(kinds)), kinds, fontsize=7)
