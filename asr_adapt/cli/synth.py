@@ -39,7 +39,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.conditions:
         kw["conditions"] = _weights(args.conditions)
     config = SynthConfig(
-        utts_per_locale=args.utts_per_locale, tail_fraction=args.tail_fraction, splits=_split_list(args.splits),
+        utts_per_locale=args.utts_per_locale, train_utts_per_locale=args.train_utts_per_locale,
+        tail_fraction=args.tail_fraction, splits=_split_list(args.splits),
         seed=args.seed, jobs=args.jobs, speakers_per_split=args.speakers_per_split, **kw,
     )
     t0 = time.perf_counter()
@@ -76,6 +77,8 @@ def register(subparsers) -> None:
                    help="BCP-47 tags, space- or comma-separated (default: all; see --list-locales)")
     p.add_argument("--utts-per-locale", type=int, default=20, metavar="N",
                    help="utterances per locale and split for head locales (default: 20)")
+    p.add_argument("--train-utts-per-locale", type=int, default=None, metavar="M",
+                   help="head locales' train size if different from N (tail: M x tail fraction)")
     p.add_argument("--tail-fraction", type=float, default=0.25,
                    help="tail locales get this fraction of N in train; dev/test/unlabelled get N (default: 0.25)")
     p.add_argument("--splits", nargs="+", default=["train,dev,test,unlabelled"],

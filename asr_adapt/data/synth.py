@@ -57,6 +57,9 @@ class SynthConfig:
     tail_fraction: float = field(
         default=0.25, metadata={"help": "tail locales get this fraction of the head's train utterances (min 1)"}
     )
+    train_utts_per_locale: int | None = field(
+        default=None, metadata={"help": "head locales' train size (None: utts_per_locale); tail gets tail_fraction of it"}
+    )
     splits: tuple[str, ...] = field(
         default=("train", "dev", "test", "unlabelled"), metadata={"help": "splits to write"}
     )
@@ -82,6 +85,8 @@ class SynthConfig:
             CONDITIONS.get(name)
         for name in self.text_kinds:
             TEXT_KINDS.get(name)
+        if self.train_utts_per_locale is not None and self.train_utts_per_locale < 1:
+            raise ValueError("train_utts_per_locale must be >= 1")
         if self.utts_per_locale < 1 or self.jobs < 1 or self.speakers_per_split < 1:
             raise ValueError("utts_per_locale, jobs and speakers_per_split must be >= 1")
         if not 0 < self.tail_fraction <= 1:
@@ -91,9 +96,12 @@ class SynthConfig:
 
     def count(self, locale: str, split: str) -> int:
         """Utterances of ``locale`` in ``split``: the head/tail imbalance applies to train only."""
-        if split == "train" and LOCALES.get(locale).role == "tail":
-            return max(1, round(self.utts_per_locale * self.tail_fraction))
-        return self.utts_per_locale
+        if split != "train":
+            return self.utts_per_locale
+        n = self.train_utts_per_locale or self.utts_per_locale
+        if LOCALES.get(locale).role == "tail":
+            return max(1, round(n * self.tail_fraction))
+        return n
 
 
 @dataclass(frozen=True)

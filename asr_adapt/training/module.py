@@ -70,7 +70,7 @@ class AdaptationModule(L.LightningModule):
         full_finetune: bool = False,
         optimizer: OptimizerCallable = _default_optimizer,
         lr_scheduler: LRSchedulerCallable | None = None,
-        augment: dict[str, Any] | None = None,
+        feature_augment: dict[str, Any] | None = None,
         decode: dict[str, Any] | None = None,
         init_adapters: str | None = None,
     ) -> None:
@@ -84,7 +84,8 @@ class AdaptationModule(L.LightningModule):
                 ``None`` uses the adapter's default.
             full_finetune: train every base parameter instead (the comparison baseline).
             optimizer, lr_scheduler: callables from config (LightningCLI ``class_path`` form).
-            augment: :class:`AugmentConfig` fields; SpecAugment runs here, waveform noise in the data.
+            feature_augment: :class:`AugmentConfig` fields for SpecAugment (runs on features here;
+                waveform noise/speed are the data module's ``augment``).
             decode: decoding-option overrides for validation (greedy by default).
             init_adapters: adapter bundle to start from (noisy-student: the teacher's adapters).
         """
@@ -116,7 +117,7 @@ class AdaptationModule(L.LightningModule):
         log.info("trainable parameters: %d (%.3f%% of the %d-parameter base)", n_train, 100 * n_train / n_base, n_base)
         self.optimizer_factory = optimizer
         self.scheduler_factory = lr_scheduler
-        self.augment = AugmentConfig(**(augment or {}))
+        self.augment = AugmentConfig(**(feature_augment or {}))
         self._spec_hook = None
         self.decode_options = self.backbone.decoding_options(**(decode or {}))
         self.dev = LocaleAccumulator()

@@ -1,6 +1,7 @@
 # Sourced by every recipe: puts the project's virtualenv and the shared utils first on PATH.
 # Recipes live at egs/<corpus>/<asrN>/, so the project root is three levels up.
-ASR_ADAPT_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# Resolve the symlink recipes use (egs/<corpus>/<asrN>/path.sh -> ../../_template/path.sh).
+ASR_ADAPT_ROOT="$(cd "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/../.." && pwd)"
 export ASR_ADAPT_ROOT
 if [ -f "$ASR_ADAPT_ROOT/.venv/bin/activate" ]; then
   # shellcheck disable=SC1091

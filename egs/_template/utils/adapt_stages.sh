@@ -59,7 +59,7 @@ if should_run 20; then
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
     train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
       --model.init_args.init_adapters "$teacher/bundle" \
-      --model.init_args.augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}"
+      --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}"
   done
 fi
 

@@ -22,7 +22,9 @@ seed=0
 model=whisper-base
 head_locales="en-US de-DE"
 tail_locales="el-GR uk-UA ar-EG he-IL"
-utts_per_locale=60
+utts_per_locale=60      # dev/test/unlabelled utterances per locale
+train_utts=160          # train utterances per head locale (tail: x tail_fraction)
+tail_fraction=0.5
 generations=1
 adapters="lda s2lora lora"
 max_steps=300
@@ -37,7 +39,9 @@ if [ "$quick" = true ]; then
   # The README's `make demo`: few locales, few utterances, one generation, LDA only.
   tail_locales="el-GR uk-UA"
   head_locales="en-US"
-  utts_per_locale=24
+  utts_per_locale=12
+  train_utts=40
+  tail_fraction=1.0
   adapters="lda"
   max_steps=60
   val_every=20
@@ -45,94 +49,22 @@ if [ "$quick" = true ]; then
   exp=exp_quick
 fi
 all_locales="$head_locales $tail_locales"
-tail_list="[$(echo $tail_locales | sed 's/ /, /g')]"
+tail_list="[$(echo $tail_locales | sed 's/ /,/g')]"
 train_conf="--config conf/train.yaml --trainer.max_steps $max_steps --trainer.val_check_interval $val_every \
   --model.init_args.locales $tail_list --model.init_args.model $model \
-  --data.locales $tail_list --data.dev [$data/dev]"
+  --data.locales $tail_list --data.dev [$data/dev] \
+  --model.init_args.lr_scheduler.init_args.total_steps $max_steps"
 mkdir -p "$exp"
 log "quick=$quick tail=[$tail_locales] head=[$head_locales] adapters=[$adapters] steps=$max_steps"
 
 if should_run 0 && need_run "$data/.synth.done"; then
   log "stage 0: synthesise $utts_per_locale utterances per locale"
-  asr-adapt synth "$data" --locales $all_locales --utts-per-locale "$utts_per_locale" --seed "$seed" --jobs "$nj"
+  asr-adapt synth "$data" --locales $all_locales --utts-per-locale "$utts_per_locale" \
+    --train-utts-per-locale "$train_utts" --tail-fraction "$tail_fraction" --seed "$seed" --jobs "$nj"
   for split in train dev test unlabelled; do asr-adapt data validate "$data/$split"; done
   touch "$data/.synth.done"
 fi
 
-train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
-  local name=$1 adapter=$2; shift 2
-  if need_run "$exp/$name/.done"; then
-    log "train $name ($adapter)"
-    local resume=""
-    [ -f "$exp/$name/checkpoints/last.ckpt" ] && resume="--resume"
-    asr-adapt train fit $train_conf --config "../../../recipes/whisper/$adapter.yaml" \
-      --model.init_args.locales "$tail_list" --trainer.default_root_dir "$exp/$name" $resume "$@"
-    touch "$exp/$name/.done"
-  fi
-}
-
-if should_run 10; then
-  for a in $adapters; do
-    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]"
-  done
-fi
-
-merge() {  # merge EXP OUT [policy]
-  if need_run "$2/.done"; then
-    asr-adapt merge "$1" -o "$2" --policy "${3:-best}" --overwrite
-    touch "$2/.done"
-  fi
-}
-
-if should_run 20; then
-  for g in $(seq 1 "$generations"); do
-    prev=$((g - 1))
-    teacher="$exp/lda_gen${prev}"
-    merge "$teacher" "$teacher/bundle"
-    if need_run "$exp/pl_gen$g/.done"; then
-      log "stage 20: generation $g pseudo-labels from $teacher/bundle"
-      asr-adapt pseudo-label "$data/unlabelled" -o "$exp/pl_gen$g" --model "$model" \
-        --adapters "$teacher/bundle" --keep-top-percent 80
-      touch "$exp/pl_gen$g/.done"
-    fi
-    # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
-    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
-      --model.init_args.init_adapters "$teacher/bundle" \
-      --model.init_args.augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}"
-  done
-fi
-
-final="lda_gen$generations"
-if should_run 30; then
-  log "stage 30: checkpoint-wise merge of $final"
-  merge "$exp/$final" "$exp/$final/merged" best
-fi
-
-if should_run 40; then
-  for sys in zeroshot adapted; do
-    out="$exp/decode_${sys}_test"
-    if need_run "$out/.done"; then
-      extra=""
-      [ $sys = adapted ] && extra="--adapters $exp/$final/merged"
-      log "stage 40: decode test ($sys)"
-      asr-adapt decode "$data/test" -o "$out" --model "$model" --batch-size 8 $extra
-      touch "$out/.done"
-    fi
-  done
-fi
-
-if should_run 41; then
-  log "stage 41: score per locale"
-  asr-adapt score "$data/test" "$exp/decode_zeroshot_test" -o "$exp/score" --name zeroshot >/dev/null
-  asr-adapt score "$data/test" "$exp/decode_adapted_test" -o "$exp/score" --name adapted \
-    --baseline "$exp/decode_zeroshot_test" > "$exp/score/adapted.txt"
-  cat "$exp/score/adapted.txt"
-fi
-
-if should_run 42; then
-  log "stage 42: comparison report"
-  asr-adapt report "$exp/score" -o "$exp/report"
-  log "report: $exp/report (Markdown, CSV, PNG)"
-  cat "$exp/report/"*.md
-fi
+# Stages 10-42 (train, noisy student, merge, decode, score, report) are shared by all recipes.
+. utils/adapt_stages.sh
 log "done"
