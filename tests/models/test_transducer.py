@@ -11,7 +11,13 @@ from torch import nn
 
 from asr_adapt import routing
 from asr_adapt.models.base import BACKBONES, Hypothesis
-from asr_adapt.models.transducer import PRESETS, TOKENIZERS, TransducerBackbone, TransducerConfig, load_tokenizer
+from asr_adapt.models.transducer import (
+    PRESETS,
+    TOKENIZERS,
+    TransducerBackbone,
+    TransducerConfig,
+    load_tokenizer,
+)
 from asr_adapt.models.transducer.cascade import CascadedEncoder
 from asr_adapt.models.transducer.encoder import ConformerBlock
 from asr_adapt.models.transducer.tokenizer import CharTokenizer, SentencePieceTokenizer

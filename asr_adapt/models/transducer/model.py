@@ -181,8 +181,9 @@ class TransducerBackbone(Backbone):
             enc = getattr(self.encoder, name)
             prefix = [f"encoder.{name}.layers.{i}" for i in range(len(enc.layers))]
             blocks[name] = prefix
-            linears[f"{name}.attn"] = [f"{p}.attn.{l}" for p in prefix for l in ("q_proj", "k_proj", "v_proj", "out_proj")]
-            linears[f"{name}.ffn"] = [f"{p}.{f}.{l}" for p in prefix for f in ("ffn1", "ffn2") for l in ("fc1", "fc2")]
+            attn = ("q_proj", "k_proj", "v_proj", "out_proj")
+            linears[f"{name}.attn"] = [f"{p}.attn.{lin}" for p in prefix for lin in attn]
+            linears[f"{name}.ffn"] = [f"{p}.{f}.{lin}" for p in prefix for f in ("ffn1", "ffn2") for lin in ("fc1", "fc2")]
         return InjectionPoints(blocks=blocks, linears=linears)
 
     # ------------------------------------------------------------------ persistence
