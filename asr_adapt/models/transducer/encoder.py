@@ -47,11 +47,10 @@ class LayerCache(NamedTuple):
     conv: torch.Tensor
 
 
-def _rotate(x: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+def _rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
     """Rotary position embedding. x: (B, H, T, Dh), positions: (T,) absolute frame indices."""
     half = x.shape[-1] // 2
-    inv = 1.0 / (10000.0 ** (torch.arange(half, device=x.device, dtype=torch.float32) / half))
-    ang = positions.to(torch.float32)[:, None] * inv[None, :]  # (T, Dh/2)
+    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, Dh/2)
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -68,6 +67,8 @@ class MultiHeadSelfAttention(nn.Module):
         self.v_proj = nn.Linear(d_model, d_model)
         self.out_proj = nn.Linear(d_model, d_model)
         self.dropout = dropout
+        half = self.dh // 2  # derived, not learned: kept out of the state dict
+        self.register_buffer("inv_freq", 10000.0 ** (-torch.arange(half, dtype=torch.float32) / half), persistent=False)
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         b, t, _ = x.shape
@@ -78,8 +79,8 @@ class MultiHeadSelfAttention(nn.Module):
 
         Returns (B, T, D) and the keys/values (B, H, T_past + T, Dh) incl. the past ones.
         """
-        q = _rotate(self._heads(self.q_proj(x)), positions)
-        k = _rotate(self._heads(self.k_proj(x)), positions)
+        q = _rotate(self._heads(self.q_proj(x)), positions, self.inv_freq)
+        k = _rotate(self._heads(self.k_proj(x)), positions, self.inv_freq)
         v = self._heads(self.v_proj(x))
         if past is not None:
             k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)

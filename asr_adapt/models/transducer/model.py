@@ -41,6 +41,14 @@ WEIGHTS_FILE = "model.safetensors"
 
 @BACKBONES.decorator("transducer")
 class TransducerBackbone(Backbone):
+    """Cascaded streaming Conformer-transducer.
+
+    Build: ``TransducerBackbone.from_preset("small", tokenizer)`` or
+    ``TransducerBackbone(config, tokenizer)``; load: :meth:`from_pretrained`.
+    Modules: ``fbank`` -> ``cmvn`` -> ``encoder`` (``subsampling``, ``first_pass``,
+    ``second_pass``) -> ``joiner`` with ``predictor``. Blank is token 0.
+    """
+
     family = "transducer"
 
     def __init__(self, config: TransducerConfig, tokenizer: Tokenizer) -> None:
@@ -142,7 +150,7 @@ class TransducerBackbone(Backbone):
         with routing.use(list(langs)):
             out = self.encode(feats, flens, chunk_size, -1 if left_chunks is None else left_chunks)
         if int(out.lengths.min()) < 1:
-            raise ValueError("an utterance is shorter than one encoder frame (~70 ms); drop it from the batch")
+            raise ValueError("an utterance is shorter than one encoder frame (55 ms of audio); drop it from the batch")
         terms = {"first_pass": self.transducer_loss(out.first, out.lengths, "first_pass", targets, tlens)}
         total = self.config.first_pass_weight * terms["first_pass"]
         if out.second is not None:
