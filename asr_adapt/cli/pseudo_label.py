@@ -21,6 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapters", help="teacher adapter bundle (from `asr-adapt merge` or training)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1)
+    p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s); use the window the "
+                   "teacher's adapters were trained at")
     p.add_argument("--min-confidence", type=float, help="drop below this mean token log-prob")
     p.add_argument("--keep-top-percent", type=float, help="per locale, keep this top %% by confidence")
     p.add_argument("--min-cps", type=float, default=2.0, help="min characters per second")
@@ -45,7 +47,10 @@ def run(args: argparse.Namespace) -> int:
         require_lang_match=not args.no_lang_match,
     )
     backbone = load_teacher(args.backbone, args.model, args.adapters)
-    options = backbone.decoding_options(beam_size=args.beam_size)
+    overrides = {"beam_size": args.beam_size}
+    if args.min_window is not None:
+        overrides["min_window_s"] = args.min_window
+    options = backbone.decoding_options(**overrides)
     trainer_kwargs = {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
     with dir_lock(args.out, what="pseudo-label"):
         summary, report = pseudo_label(backbone, args.input, args.out, options, filters, args.batch_size, trainer_kwargs)

@@ -12,6 +12,7 @@ overrides work as in any LightningCLI. Two additions:
 
 from __future__ import annotations
 
+import logging
 import shutil
 import sys
 from pathlib import Path
@@ -55,6 +56,7 @@ def run_train(argv: list[str]) -> int:
         print(USAGE, file=sys.stderr if argv and argv[0] not in ("-h", "--help") else sys.stdout)
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
     cli = AdaptCLI(
         AdaptationModule,
         ASRDataModule,

@@ -45,10 +45,13 @@ def _default_optimizer(params):
     return torch.optim.AdamW(params, lr=1e-3, weight_decay=0.0)
 
 
-def load_backbone(family: str, model: str) -> Backbone:
-    """Import the backbone family's module (it registers itself) and load ``model``."""
+def load_backbone(family: str, model: str, **kwargs: Any) -> Backbone:
+    """Import the backbone family's module (it registers itself) and load ``model``.
+
+    ``kwargs`` go to the family's ``from_pretrained`` (e.g. Whisper's ``train_min_window_s``).
+    """
     importlib.import_module(f"asr_adapt.models.{family}")
-    return BACKBONES.get(family).from_pretrained(model)
+    return BACKBONES.get(family).from_pretrained(model, **kwargs)
 
 
 class AdaptationModule(L.LightningModule):
@@ -59,6 +62,8 @@ class AdaptationModule(L.LightningModule):
     """
 
     family = ""
+    #: validation decoding defaults (dev WER is a monitor: greedy, no costly fallbacks)
+    default_decode: dict[str, Any] = {}
 
     def __init__(
         self,
@@ -73,6 +78,7 @@ class AdaptationModule(L.LightningModule):
         feature_augment: dict[str, Any] | None = None,
         decode: dict[str, Any] | None = None,
         init_adapters: str | None = None,
+        backbone_conf: dict[str, Any] | None = None,
     ) -> None:
         """
         Args:
@@ -88,13 +94,16 @@ class AdaptationModule(L.LightningModule):
                 waveform noise/speed are the data module's ``augment``).
             decode: decoding-option overrides for validation (greedy by default).
             init_adapters: adapter bundle to start from (noisy-student: the teacher's adapters).
+            backbone_conf: keyword arguments for the backbone's ``from_pretrained``; for Whisper,
+                ``train_min_window_s`` sets the encoder window adapters are trained at (decode
+                adapted models at the same window: they learn that context).
         """
         super().__init__()
         self.save_hyperparameters()
         if not full_finetune and not adapter:
             raise ValueError("set `adapter` (e.g. lda, lora, s2lora) or `full_finetune: true`")
         self.locales = list(locales or [])
-        self.backbone = load_backbone(self.family, model)
+        self.backbone = load_backbone(self.family, model, **(backbone_conf or {}))
         self.base_fingerprint = model_fingerprint(self.backbone)
         if adapter:
             attach_adapters(
@@ -119,7 +128,7 @@ class AdaptationModule(L.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.augment = AugmentConfig(**(feature_augment or {}))
         self._spec_hook = None
-        self.decode_options = self.backbone.decoding_options(**(decode or {}))
+        self.decode_options = self.backbone.decoding_options(**(self.default_decode | (decode or {})))
         self.dev = LocaleAccumulator()
         self.last_dev_metrics: dict[str, dict[str, float]] = {}
         self.skipped_batches = 0
@@ -203,6 +212,9 @@ class WhisperAdaptationModule(AdaptationModule):
     """Whisper encoder-decoder (frozen) + per-locale adapters."""
 
     family = "whisper"
+    # A looping hypothesis just counts as errors on dev; re-decoding it at 30 s would
+    # dominate validation time.
+    default_decode = {"fallback": "none"}
 
 
 @MODULES.decorator("transducer")

@@ -12,6 +12,9 @@
 #                                without one, generations are skipped with a warning.
 
 unlabelled=${unlabelled:-$data/unlabelled}
+# Whisper encoder window (s) adapters are trained and decoded at (the zero-shot base keeps the
+# decoder's safe default): adapters learn the context they are trained at.
+window=${window:-10}
 
 train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
   local name=$1 adapter=$2; shift 2
@@ -20,7 +23,10 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
     local resume=""
     [ -f "$exp/$name/checkpoints/last.ckpt" ] && resume="--resume"
     # shellcheck disable=SC2086  # train_conf is a list of arguments
-    asr-adapt train fit $train_conf --config "../../../recipes/whisper/$adapter.yaml" \
+    # The adapter recipe comes first so that train_conf's overrides apply on top of it.
+    asr-adapt train fit --config "../../../recipes/whisper/$adapter.yaml" $train_conf \
+          --model.init_args.backbone_conf "{train_min_window_s: $window}" \
+      --model.init_args.decode "{min_window_s: $window}" \
       --model.init_args.locales "$tail_list" --trainer.default_root_dir "$exp/$name" $resume "$@"
     touch "$exp/$name/.done"
   fi
@@ -53,7 +59,7 @@ if should_run 20; then
     if need_run "$exp/pl_gen$g/.done"; then
       log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
       asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --model "$model" \
-        --adapters "$teacher/bundle" --keep-top-percent 80
+        --adapters "$teacher/bundle" --min-window "$window" --keep-top-percent 80
       touch "$exp/pl_gen$g/.done"
     fi
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
@@ -74,7 +80,7 @@ if should_run 40; then
     out="$exp/decode_${sys}_test"
     if need_run "$out/.done"; then
       extra=""
-      [ $sys = adapted ] && extra="--adapters $exp/$final/merged"
+      [ $sys = adapted ] && extra="--adapters $exp/$final/merged --min-window $window"
       log "stage 40: decode test ($sys)"
       # shellcheck disable=SC2086
       asr-adapt decode "$data/test" -o "$out" --model "$model" --batch-size 8 $extra

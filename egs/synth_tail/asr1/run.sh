@@ -28,6 +28,8 @@ tail_fraction=0.5
 generations=1
 adapters="lda s2lora lora"
 max_steps=300
+window=6                # encoder window (s) adapters train and decode at
+batch_seconds=40
 val_every=50
 data=data
 exp=exp
@@ -45,6 +47,8 @@ if [ "$quick" = true ]; then
   adapters="lda"
   max_steps=60
   val_every=20
+  window=4
+  batch_seconds=24
   data=data_quick
   exp=exp_quick
 fi
@@ -52,7 +56,7 @@ all_locales="$head_locales $tail_locales"
 tail_list="[$(echo $tail_locales | sed 's/ /,/g')]"
 train_conf="--config conf/train.yaml --trainer.max_steps $max_steps --trainer.val_check_interval $val_every \
   --model.init_args.locales $tail_list --model.init_args.model $model \
-  --data.locales $tail_list --data.dev [$data/dev] \
+  --data.locales $tail_list --data.dev [$data/dev] --data.max_batch_seconds $batch_seconds \
   --model.init_args.lr_scheduler.init_args.total_steps $max_steps"
 mkdir -p "$exp"
 log "quick=$quick tail=[$tail_locales] head=[$head_locales] adapters=[$adapters] steps=$max_steps"

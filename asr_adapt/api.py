@@ -1,0 +1,152 @@
+"""The small public Python API: load a model, attach or train adapters for a locale,
+transcribe files, score.
+
+Example::
+
+    from asr_adapt import api
+
+    bundle = api.train_adapters("data/train", "data/dev", locales=["el-GR"], adapter="lda",
+                                out_dir="exp/el", max_steps=200)
+    rec = api.load_model("whisper-base", adapters=bundle)
+    hyps = rec.transcribe(["a.wav", "b.wav"], lang="el-GR")
+    report = api.score({"a": "καλη μερα"}, {"a": hyps[0].text}, {"a": "el-GR"})
+    print(report.to_markdown())
+
+Everything here is a thin layer over the library modules the CLI uses too.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from asr_adapt.models.base import Hypothesis
+
+
+class Recognizer:
+    """A backbone (+ adapters) ready to transcribe; per-call locale routing."""
+
+    def __init__(self, backbone, family: str) -> None:
+        self.backbone = backbone
+        self.family = family
+
+    def attach(self, adapter: str, locales: Sequence[str], **conf: Any) -> None:
+        """Attach fresh (identity) adapters of type ``adapter`` for ``locales``."""
+        from asr_adapt.adapters import attach_adapters, build_config
+
+        attach_adapters(self.backbone, self.backbone.injection_points(), adapter, build_config(adapter, conf), list(locales))
+
+    def load_adapters(self, path: str | os.PathLike) -> list[str]:
+        """Load an adapter bundle (checks it was trained on this base); returns its locales."""
+        from asr_adapt.adapters import load_adapters, model_fingerprint
+
+        return load_adapters(self.backbone, path, model_fingerprint(self.backbone), self.backbone.injection_points())
+
+    def transcribe(
+        self,
+        audio: Sequence[str | os.PathLike] | str | os.PathLike,
+        lang: str | Sequence[str | None] | None = None,
+        batch_size: int = 8,
+        **options: Any,
+    ) -> list[Hypothesis]:
+        """Transcribe audio files (any soundfile-readable format; resampled to 16 kHz mono).
+
+        Args:
+            audio: one path or a list of paths.
+            lang: a locale for all files, one per file, or ``None`` (language identification
+                where the backbone supports it). Each file goes through its locale's adapter.
+            options: decoding options of the backbone family (e.g. ``beam_size=4``).
+        """
+        from asr_adapt import routing
+        from asr_adapt.data.audio import load_audio
+
+        paths = [audio] if isinstance(audio, str | os.PathLike) else list(audio)
+        langs = list(lang) if isinstance(lang, list | tuple) else [lang] * len(paths)
+        if len(langs) != len(paths):
+            raise ValueError(f"{len(paths)} files but {len(langs)} locales")
+        opts = self.backbone.decoding_options(**options)
+        out: list[Hypothesis] = []
+        for i in range(0, len(paths), batch_size):
+            wavs = [load_audio(p) for p in paths[i : i + batch_size]]
+            rows = langs[i : i + batch_size]
+            with routing.use(rows):
+                out.extend(self.backbone.transcribe_batch(wavs, rows, opts))
+        return out
+
+
+def load_model(model: str = "whisper-base", family: str = "whisper", adapters: str | os.PathLike | None = None,
+               **backbone_kwargs: Any) -> Recognizer:
+    """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters."""
+    from asr_adapt.training.module import load_backbone
+
+    rec = Recognizer(load_backbone(family, model, **backbone_kwargs).eval(), family)
+    if adapters:
+        rec.load_adapters(adapters)
+    return rec
+
+
+def train_adapters(
+    train: str | Sequence[str],
+    dev: str | Sequence[str],
+    locales: Sequence[str],
+    out_dir: str | os.PathLike,
+    adapter: str = "lda",
+    adapter_conf: Mapping[str, Any] | None = None,
+    model: str = "whisper-base",
+    family: str = "whisper",
+    max_steps: int = 200,
+    val_every: int = 50,
+    lr: float = 2e-3,
+    max_batch_seconds: float = 40.0,
+    merge_policy: str = "best",
+    **module_kwargs: Any,
+) -> Path:
+    """Train per-locale adapters with Lightning and merge them checkpoint-wise.
+
+    Writes the experiment (config, checkpoints, per-locale dev history) to ``out_dir`` and
+    returns the merged adapter bundle ``out_dir/merged``.
+    """
+    import functools
+
+    import lightning as L
+    import torch
+    import yaml
+
+    from asr_adapt.training.bundle import merge_experiment
+    from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint
+    from asr_adapt.training.checkpoint_io import AtomicCheckpointIO
+    from asr_adapt.training.datamodule import ASRDataModule
+    from asr_adapt.training.module import MODULES
+
+    out = Path(out_dir)
+    as_list = (lambda x: [str(x)] if isinstance(x, str | os.PathLike) else [str(p) for p in x])
+    init = {"model": model, "locales": list(locales), "adapter": adapter, "adapter_conf": dict(adapter_conf or {}),
+            **module_kwargs}
+    module_cls = MODULES.get(family)
+    module = module_cls(optimizer=functools.partial(torch.optim.AdamW, lr=lr), **init)
+    data = ASRDataModule(train=as_list(train), dev=as_list(dev), locales=list(locales),
+                         max_batch_seconds=max_batch_seconds, num_workers=0)
+    out.mkdir(parents=True, exist_ok=True)
+    # The same config file the CLI writes, so `asr-adapt merge` and the rebuild work on it.
+    (out / "config.yaml").write_text(yaml.safe_dump(
+        {"model": {"class_path": f"{module_cls.__module__}.{module_cls.__qualname__}", "init_args": init}},
+        allow_unicode=True))
+    trainer = L.Trainer(
+        default_root_dir=str(out), max_steps=max_steps, val_check_interval=val_every, check_val_every_n_epoch=None,
+        accelerator="cpu", devices=1, logger=False, enable_checkpointing=False, num_sanity_val_steps=0,
+        gradient_clip_val=1.0, use_distributed_sampler=False, callbacks=[LocaleCheckpoint(), ExperimentLock()],
+        plugins=[AtomicCheckpointIO()], enable_progress_bar=False,
+    )
+    trainer.fit(module, datamodule=data)
+    merge_experiment(out, out / "merged", policy=merge_policy)
+    return out / "merged"
+
+
+def score(refs: Mapping[str, str], hyps: Mapping[str, str], langs: Mapping[str, str] | None = None, **config: Any):
+    """Per-locale WER/CER report (:class:`asr_adapt.scoring.ScoreReport`); see ``ScoreConfig`` fields."""
+    from asr_adapt.scoring import ScoreConfig
+    from asr_adapt.scoring import score as _score
+
+    return _score(refs, hyps, langs, ScoreConfig(**config))
