@@ -1,0 +1,49 @@
+"""Server settings: one frozen dataclass, also the source of the ``asr-adapt serve`` flags."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    """How ``asr-adapt serve`` loads, batches and guards.
+
+    Limits are enforced per request before decoding (400 with the reason); a full queue is
+    refused with 503 and ``Retry-After`` rather than letting latency grow without bound.
+    """
+
+    model: str = field(default="whisper-base", metadata={"help": "base model name or Hugging Face directory"})
+    adapters: str | None = field(default=None, metadata={"help": "adapter bundle directory (all locales are loaded)"})
+    family: str = field(default="whisper", metadata={"help": "backbone family (registered in asr_adapt.models)"})
+    host: str = field(default="127.0.0.1", metadata={"help": "bind address (loopback by default: put a proxy in front)"})
+    port: int = field(default=8000, metadata={"help": "TCP port (0: any free port)"})
+    max_batch: int = field(default=8, metadata={"help": "most requests decoded together in one batch"})
+    max_wait_ms: float = field(
+        default=30.0, metadata={"help": "longest a request waits for others to join its batch (ms)"}
+    )
+    max_queue: int = field(default=64, metadata={"help": "requests waiting beyond this are refused with 503"})
+    max_upload_mb: float = field(default=10.0, metadata={"help": "largest accepted upload (MB)"})
+    max_audio_s: float = field(default=120.0, metadata={"help": "longest accepted audio (seconds)"})
+    request_timeout_s: float = field(default=300.0, metadata={"help": "a request not decoded by then gets 504"})
+    beam_size: int = field(default=1, metadata={"help": "1: greedy; >1: beam search"})
+    context: str = field(default="dynamic", metadata={"help": "'dynamic' (encoder on real length) or 'full' (30 s)"})
+    threads: int = field(default=0, metadata={"help": "torch threads for decoding (0: leave torch's default)"})
+    language_locales: dict[str, str] = field(
+        default_factory=dict,
+        metadata={"help": "detected language -> adapter locale when several match (e.g. pt=pt-BR); "
+                  "default: the only match, else the first in sorted order"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.max_batch < 1 or self.max_queue < 1:
+            raise ValueError("max_batch and max_queue must be >= 1")
+        if self.max_wait_ms < 0 or self.max_upload_mb <= 0 or self.max_audio_s <= 0 or self.request_timeout_s <= 0:
+            raise ValueError("max_wait_ms >= 0, and max_upload_mb, max_audio_s, request_timeout_s > 0 are required")
+        if not 0 <= self.port <= 65535:
+            raise ValueError(f"port must be in [0, 65535], got {self.port}")
+        object.__setattr__(self, "language_locales", dict(self.language_locales))
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)
