@@ -121,7 +121,10 @@ def train_adapters(
     from asr_adapt.training.module import MODULES
 
     out = Path(out_dir)
-    as_list = (lambda x: [str(x)] if isinstance(x, str | os.PathLike) else [str(p) for p in x])
+
+    def as_list(x) -> list[str]:
+        return [str(x)] if isinstance(x, str | os.PathLike) else [str(p) for p in x]
+
     init = {"model": model, "locales": list(locales), "adapter": adapter, "adapter_conf": dict(adapter_conf or {}),
             **module_kwargs}
     module_cls = MODULES.get(family)
