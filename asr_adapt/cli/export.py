@@ -22,7 +22,13 @@ def register(subparsers) -> None:
     p.add_argument("--quantization", default=None,
                    help="weight type; hf: float32|float16, ct2: int8|float16|float32|... (default float32)")
     p.add_argument("--overwrite", action="store_true", help="replace OUT if it exists")
+    p.add_argument("--check", metavar="DATA", default=None,
+                   help="after exporting, decode DATA's utterances of --lang (Kaldi dir, manifest or audio folder) "
+                   "with the stock runtime(s) and with asr-adapt, and report transcript/token agreement")
+    p.add_argument("--check-utts", type=int, default=10, help="utterances used by --check (default: 10)")
+    p.add_argument("--check-max-tokens", type=int, default=128, help="token cap per utterance for --check")
     p.set_defaults(func=run)
+
 
 
 def run(args: argparse.Namespace) -> int:
@@ -39,4 +45,40 @@ def run(args: argparse.Namespace) -> int:
         print(f"asr-adapt export: error: {msg}", file=sys.stderr)
         return 2
     print(out)
+    if args.check:
+        return check(args, out)
     return 0
+
+
+def check(args: argparse.Namespace, out) -> int:
+    """Decode ``--check`` utterances with the export's runtimes and with asr-adapt; print agreement.
+
+    Returns 1 when a runtime that sees stock Whisper input disagrees with asr-adapt on a float32
+    export (quantised weights legitimately flip uncertain tokens).
+    """
+    from asr_adapt.data.audio import load_audio
+    from asr_adapt.data.kaldi import load_utterances
+    from asr_adapt.data.types import language_of
+    from asr_adapt.export import merge_for_export
+    from asr_adapt.export.parity import RUNTIMES, check_parity
+
+    utts = [u for u in load_utterances(args.check)
+            if u.lang is None or language_of(u.lang) == language_of(args.lang)][: args.check_utts]
+    if not utts:
+        print(f"--check: no {args.lang} utterances in {args.check}")
+        return 1
+    wavs = [load_audio(u.audio, offset=u.offset, duration=u.duration) for u in utts]
+    merged = merge_for_export(args.model, args.adapters, args.lang).backbone
+    status = 0
+    for runtime, spec in RUNTIMES.items():
+        if spec.fmt != args.fmt:
+            continue
+        rep = check_parity(merged, out, runtime, wavs, args.lang, [u.utt_id for u in utts], args.check_max_tokens)
+        print(rep.summary())
+        for r in rep.rows:
+            if not r["text_equal"] or r["tokens_equal"] is False:
+                print(f"  {r['id']}: first token flip at {r['first_flip']}\n    asr-adapt: {r['ours']}\n"
+                      f"    {runtime}: {r['theirs']}")
+        if spec.exact and (args.quantization or "float32") == "float32" and rep.n_text_equal < len(rep.rows):
+            status = 1
+    return status

@@ -37,10 +37,12 @@ class RuntimeDecode:
 
 @dataclass(frozen=True)
 class Runtime:
-    """A stock runtime: the export format it loads and ``decode(model_dir, wavs, language, suppress, max_new_tokens)``."""
+    """A stock runtime: the export format it loads, ``decode(model_dir, wavs, language, suppress,
+    max_new_tokens)``, and whether it sees stock Whisper's input (then it must agree exactly)."""
 
     fmt: str
     decode: Callable[..., list[RuntimeDecode]]
+    exact: bool = True
 
 
 RUNTIMES: Registry[Runtime] = Registry("export runtime")
@@ -126,7 +128,7 @@ def faster_whisper_decode(model_dir, wavs, language, suppress, max_new_tokens) -
 
 RUNTIMES.register("hf", Runtime("hf", pipeline_decode))
 RUNTIMES.register("ct2", Runtime("ct2", ct2_engine_decode))
-RUNTIMES.register("faster-whisper", Runtime("ct2", faster_whisper_decode))
+RUNTIMES.register("faster-whisper", Runtime("ct2", faster_whisper_decode, exact=False))
 
 
 @dataclass

@@ -129,3 +129,13 @@ def test_cli(tiny_base, lora_bundle, lda_bundle, tmp_path, capsys):
     lda = ["export", "--model", str(tiny_base), "--adapters", str(lda_bundle), "--lang", "el-GR", str(tmp_path / "c")]
     assert main(lda) == 2
     assert "cannot export lda" in capsys.readouterr().err
+
+
+def test_cli_check_reports_agreement_on_a_data_dir(tiny_base, lora_bundle, tmp_path, capsys):
+    from tests.training.helpers import make_data
+
+    data = make_data(tmp_path / "data", locales=("el-GR", "uk-UA"), per_locale=2)
+    args = ["export", "--model", str(tiny_base), "--adapters", str(lora_bundle), "--lang", "el-GR",
+            "--check", str(data), "--check-utts", "5", "--check-max-tokens", "8", str(tmp_path / "hf")]
+    assert main(args) == 0
+    assert "hf: 2/2 transcripts equal" in capsys.readouterr().out  # only the el-GR utterances
