@@ -28,8 +28,6 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
-
 ESPEAK_VOICE = {"en": "en-us", "de": "de", "es": "es", "fr": "fr-fr", "it": "it", "nl": "nl", "el": "el"}
 FAKER_LOCALE = {"en": "en_US", "de": "de_DE", "es": "es_ES", "fr": "fr_FR", "it": "it_IT", "nl": "nl_NL", "el": "el_GR"}
 
@@ -205,6 +203,8 @@ def main(argv: list[str] | None = None) -> int:
             wer[loc] = 100 * jiwer.wer([normalise(items[i]["text"]) for i in idx], [normalise(hyps[i]) or "<empty>" for i in idx])
         results[name] = {"wall_s": wall, "rtf": wall / audio_s, "wer": wer, "extra": extra, "hyps": hyps}
         print(f"  {wall:.1f} s, RTF {wall / audio_s:.3f}, WER {wer}", file=sys.stderr, flush=True)
+        work.mkdir(parents=True, exist_ok=True)  # keep what is measured if a later system is stopped
+        (work / "results.json").write_text(json.dumps({"items": items, "results": results}, ensure_ascii=False, indent=1))
     ref = results.get("faster-whisper int8", {}).get("wall_s")
     head = "| system | wall s | RTF | speed vs fw-int8 | " + " | ".join(f"WER {loc}" for loc in locales) + " |"
     lines = [

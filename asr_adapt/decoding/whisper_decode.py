@@ -5,7 +5,8 @@
 1. clips longer than ``options.chunk_s`` are cut into pieces at quiet points
    (:func:`~asr_adapt.models.whisper_features.split_long_audio`); every piece is a batch
    row (routing follows with :func:`routing.select_rows`);
-2. the encoder runs once on the pieces at the window the options ask for;
+2. the encoder runs on the pieces at the window the options ask for, in passes of at most
+   ``max(len(wavs), PIECES_PER_PASS)`` pieces (memory does not grow with clip length);
 3. rows without a language get one decoder step after ``<|startoftranscript|>``
    restricted to language tokens (a clip's pieces all take its first piece's language);
 4. the registered search runs with a per-piece token cap derived from its duration;
@@ -29,6 +30,8 @@ from asr_adapt.registry import Registry
 
 # Scripts written without spaces between words: their pieces are joined without one.
 _NO_SPACE_LANGS = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
+# Fewest pieces of long clips decoded together in one model pass (a batch of N clips uses max(N, this)).
+PIECES_PER_PASS = 8
 
 FALLBACKS: Registry = Registry("decode fallback")
 """name -> ``fn(options) -> DecodingOptions | None`` (the options for a second pass)."""
@@ -68,12 +71,26 @@ def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None]
     for row, wav in enumerate(wavs):
         for start, end in split_long_audio(wav, options.chunk_s, options.chunk_search_s):
             pieces.append((row, start, end))
-    audio = [wavs[r][s:e] for r, s, e in pieces]
     rows = [r for r, _, _ in pieces]
-    with routing.preserved():
-        routing.select_rows(rows)
-        given = [langs[r] or options.language for r in rows]
-        results, piece_langs = _decode_pieces(backbone, audio, given, rows, options)
+    given = [langs[r] or options.language for r in rows]
+    # Pieces go through the model in passes of at most max(batch, PIECES_PER_PASS) rows, so
+    # memory is bounded by the batch size, not by the length of the longest clip.
+    per_pass = max(len(wavs), PIECES_PER_PASS)
+    results: list = []
+    piece_langs: list = []
+    first: dict[int, str] = {}  # a clip's pieces all take its first piece's language
+    for g0 in range(0, len(pieces), per_pass):
+        idx = range(g0, min(g0 + per_pass, len(pieces)))
+        with routing.preserved():
+            routing.select_rows([rows[i] for i in idx])
+            res, got = _decode_pieces(
+                backbone, [wavs[pieces[i][0]][pieces[i][1] : pieces[i][2]] for i in idx],
+                [given[i] or first.get(rows[i]) for i in idx], [rows[i] for i in idx], options,
+            )
+        for i, lang in zip(idx, got):
+            first.setdefault(rows[i], lang)
+        results += res
+        piece_langs += got
     hyps = []
     for row in range(len(wavs)):
         idx = [i for i, r in enumerate(rows) if r == row]

@@ -5,7 +5,12 @@ from __future__ import annotations
 import pytest
 import torch
 
-from asr_adapt.models.whisper import WhisperBackbone, load_whisper_tokenizer, packaged_tokenizer_dir, tiny_config
+from asr_adapt.models.whisper import (
+    WhisperBackbone,
+    load_whisper_tokenizer,
+    packaged_tokenizer_dir,
+    tiny_config,
+)
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,12 @@ import pytest
 import torch
 
 from asr_adapt.models.base import BACKBONES
-from asr_adapt.models.whisper import WhisperBackbone, load_whisper_tokenizer, packaged_tokenizer_dir, tiny_config
+from asr_adapt.models.whisper import (
+    WhisperBackbone,
+    load_whisper_tokenizer,
+    packaged_tokenizer_dir,
+    tiny_config,
+)
 from asr_adapt.models.whisper_features import LogMel, split_long_audio, window_samples
 
 
