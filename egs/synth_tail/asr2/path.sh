@@ -1,0 +1,1 @@
+../../_template/path.sh

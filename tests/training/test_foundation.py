@@ -1,0 +1,137 @@
+"""Foundation model lifecycle on a tiny transducer: init (preset + tokenizer + CMVN),
+full-finetune pretraining through `asr-adapt train fit`, export back to a model directory."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from asr_adapt.cli.main import main as cli_main
+from asr_adapt.data.kaldi import load_utterances
+from asr_adapt.models.transducer import TransducerBackbone, train_tokenizer
+from asr_adapt.training import foundation as fd
+from asr_adapt.training.cli import run_train
+from tests.training.helpers import make_data
+
+LOCALES = ["en-US", "el-GR"]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    """(root, init_dir, exp): a tiny foundation initialised and trained for 2 steps."""
+    root = tmp_path_factory.mktemp("foundation")
+    train = make_data(root / "train", locales=LOCALES, per_locale=4)
+    dev = make_data(root / "dev", locales=LOCALES, per_locale=2, seed=1)
+    tok = train_tokenizer("char", [u.text for u in load_utterances(train)])
+    tok.save(root / "tok")
+    init_dir = root / "init"
+    fd.init_foundation(init_dir, root / "tok", train, fd.FoundationInitConfig(preset="tiny", cmvn_locales=("en-US",)))
+    cfg = {
+        "seed_everything": 0,
+        "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "val_check_interval": 2,
+                    "check_val_every_n_epoch": None, "logger": False, "enable_progress_bar": False,
+                    "callbacks": [{"class_path": "asr_adapt.training.foundation.TrainMode"}]},
+        "model": {"class_path": "asr_adapt.training.module.TransducerAdaptationModule",
+                  "init_args": {"model": str(init_dir), "adapter": None, "full_finetune": True, "locales": LOCALES,
+                                "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}}}},
+        "data": {"train": [str(train)], "dev": [str(dev)], "max_batch_seconds": 4.0, "num_workers": 0},
+    }
+    conf = root / "conf.yaml"
+    conf.write_text(yaml.safe_dump(cfg))
+    exp = root / "exp"
+    assert run_train(["fit", "--config", str(conf), "--trainer.default_root_dir", str(exp)]) == 0
+    return root, init_dir, exp
+
+
+def test_init_fits_cmvn_on_chosen_locales(pretrained):
+    root, init_dir, _ = pretrained
+    model = TransducerBackbone.from_pretrained(init_dir)
+    assert model.config.d_model == 32 and model.config.vocab_size == model.tokenizer.vocab_size
+    # CMVN = global statistics of the en-US train audio only (the pretraining locales).
+    wavs = [u.load() for u in load_utterances(root / "train") if u.lang == "en-US"]
+    feats, lens = model.raw_features(wavs)
+    x = torch.cat([f[: int(n)] for f, n in zip(feats, lens)]).double()
+    torch.testing.assert_close(model.cmvn.mean, x.mean(0).float(), rtol=1e-4, atol=1e-4)
+    assert fd.read_provenance(init_dir)["parameters"] == fd.count_parameters(model)
+
+
+def test_full_finetune_checkpoint_exports_to_model_dir(pretrained):
+    root, init_dir, exp = pretrained
+    ckpt = fd.pick_checkpoint(exp, "best")
+    raw = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
+    init = TransducerBackbone.from_pretrained(init_dir)
+    params = {n for n, _ in init.named_parameters()}
+    # The full-finetune checkpoint holds every backbone parameter (and nothing but the backbone).
+    assert {k.removeprefix("backbone.") for k in raw} == params
+
+    out = root / "exported"
+    fd.export_checkpoint(ckpt, init_dir, out)
+    model = TransducerBackbone.from_pretrained(out)
+    state, init_state = model.state_dict(), init.state_dict()
+    for name in params:
+        torch.testing.assert_close(state[name], raw["backbone." + name], rtol=0, atol=0)
+    # Training moved the weights, so the equality above is not the init's weights again.
+    assert any(not torch.equal(state[n], init_state[n]) for n in params)
+    # Buffers (CMVN) are not in the checkpoint: they come from the init directory.
+    torch.testing.assert_close(model.cmvn.mean, init.cmvn.mean, rtol=0, atol=0)
+    wav = np.sin(np.arange(16000) / 16000 * 2 * np.pi * 300).astype(np.float32) * 0.3
+    for mode in ("full", "streaming"):
+        (hyp,) = model.transcribe_batch([wav], ["en-US"], model.decoding_options(mode=mode, chunk_ms=160))
+        assert isinstance(hyp.text, str)
+
+
+def test_export_refuses_adapter_checkpoints(tmp_path, pretrained):
+    _, init_dir, exp = pretrained
+    ck = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ck["hyper_parameters"] = dict(ck["hyper_parameters"], full_finetune=False, adapter="lda")
+    bad = tmp_path / "adapter.ckpt"
+    torch.save(ck, bad)
+    with pytest.raises(ValueError, match="not a full fine-tuning checkpoint"):
+        fd.export_checkpoint(bad, init_dir, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
+def test_pick_best_uses_macro_cer(tmp_path):
+    hist = tmp_path / "checkpoints"
+    hist.mkdir()
+    rows = [
+        {"step": 2, "ckpt": "step2.ckpt", "locales": {"a": {"wer": 90.0, "cer": 40.0}, "b": {"wer": 90.0, "cer": 40.0}}},
+        {"step": 4, "ckpt": "step4.ckpt", "locales": {"a": {"wer": 80.0, "cer": 50.0}, "b": {"wer": 80.0, "cer": 50.0}}},
+    ]
+    (hist / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for r in rows:
+        (hist / r["ckpt"]).write_bytes(b"")
+    (hist / "last.ckpt").write_bytes(b"")
+    assert fd.pick_checkpoint(tmp_path, "best").name == "step2.ckpt"  # lower CER beats lower WER
+    assert fd.pick_checkpoint(tmp_path, "last").name == "last.ckpt"
+    with pytest.raises(KeyError):
+        fd.pick_checkpoint(tmp_path, "nope")
+
+
+def test_cli_init_and_export(pretrained, capsys):
+    root, init_dir, exp = pretrained
+    out = root / "cli_init"
+    args = ["init-model", "--preset", "tiny", "--tokenizer", str(root / "tok"), "--cmvn-data", str(root / "train"),
+            "--seed", "3", "-o", str(out)]
+    assert cli_main(args) == 0
+    assert "parameters" in capsys.readouterr().out
+    assert cli_main(args) == 2  # refuses to replace a model without --overwrite
+    exported = root / "cli_export"
+    assert cli_main(["init-model", "--from-experiment", str(exp), "--pick", "last", "--init-dir", str(init_dir),
+                     "-o", str(exported)]) == 0
+    assert fd.read_provenance(exported)["made_by"] == "export"
+    assert cli_main(["init-model", "--from-experiment", str(exp), "-o", str(root / "x")]) == 2  # needs --init-dir
+
+
+def test_train_mode_callback_switches_backbone_to_train():
+    from asr_adapt.models.transducer.tokenizer import train_tokenizer as tt
+
+    model = TransducerBackbone.from_preset("tiny", tt("char", ["ab"])).eval()
+    holder = torch.nn.Module()
+    holder.backbone = model
+    fd.TrainMode().on_train_start(None, holder)
+    assert model.training and all(m.training for m in model.modules())
