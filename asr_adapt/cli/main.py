@@ -54,6 +54,21 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _dispatch(argv)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:
+        # A problem the user fixes (a path, a permission, a lock held by another run, adapters
+        # for another base model) is one line on stderr; `-v` shows the traceback.
+        if not _is_user_error(e) or "-v" in argv or "--verbose" in argv:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     # `train` hands its arguments to LightningCLI untouched.
     if argv[:1] == ["train"]:
         from asr_adapt.cli.train import run_train
@@ -69,11 +84,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    try:
-        return int(args.func(args) or 0)
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    return int(args.func(args) or 0)
+
+
+def _is_user_error(e: BaseException) -> bool:
+    from asr_adapt.fileio import LockError
+
+    kinds: list[type] = [OSError, LockError]
+    adapters = sys.modules.get("asr_adapt.adapters.registry")  # loaded whenever adapters were used
+    if adapters is not None:
+        kinds.append(adapters.AdapterError)
+    return isinstance(e, tuple(kinds))
 
 
 if __name__ == "__main__":

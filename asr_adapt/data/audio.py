@@ -20,6 +20,8 @@ log = logging.getLogger(__name__)
 
 SAMPLE_RATE = 16000
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".m4a", ".sph")
+# Formats that go through librosa/audioread when libsndfile cannot read them.
+_FALLBACK_SUFFIXES = (".mp3", ".m4a", ".opus", ".ogg")
 _logged: set[str] = set()
 
 
@@ -79,15 +81,7 @@ def load_audio(
     if is_pipe(spec):
         source: str | io.BytesIO = io.BytesIO(_read_pipe(spec))
     else:
-        p = Path(spec)
-        if not p.exists():
-            raise AudioError(spec, "file not found")
-        if p.is_dir():
-            raise AudioError(spec, "is a directory, not an audio file")
-        if p.stat().st_size == 0:
-            raise AudioError(spec, "empty file (0 bytes)")
-        if (why := wav_truncation(p)) is not None:
-            raise AudioError(spec, why)
+        _check_file(spec)
         source = spec
     try:
         info = sf.info(source)
@@ -115,6 +109,19 @@ def load_audio(
 
         wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
     return wav
+
+
+def _check_file(spec: str) -> None:
+    """Raise :class:`AudioError` for a missing, directory, empty or truncated file."""
+    p = Path(spec)
+    if not p.exists():
+        raise AudioError(spec, "file not found")
+    if p.is_dir():
+        raise AudioError(spec, "is a directory, not an audio file")
+    if p.stat().st_size == 0:
+        raise AudioError(spec, "empty file (0 bytes)")
+    if (why := wav_truncation(p)) is not None:
+        raise AudioError(spec, why)
 
 
 def wav_truncation(path: str | os.PathLike) -> str | None:
@@ -147,26 +154,31 @@ def wav_truncation(path: str | os.PathLike) -> str | None:
 
 def _fallback_decode(spec, source, err, offset, duration):
     """Formats libsndfile cannot read (some MP3/M4A) go through librosa/audioread."""
-    if isinstance(source, io.BytesIO) or Path(spec).suffix.lower() not in (".mp3", ".m4a", ".opus", ".ogg"):
+    if isinstance(source, io.BytesIO) or Path(spec).suffix.lower() not in _FALLBACK_SUFFIXES:
         raise AudioError(spec, f"unreadable or truncated audio ({err})") from None
     try:
         import librosa
 
         y, sr = librosa.load(spec, sr=None, mono=False, offset=offset, duration=duration)
     except Exception as e2:
-        raise AudioError(spec, f"unreadable or corrupt audio ({e2})") from None
+        raise AudioError(spec, f"unreadable or corrupt audio (libsndfile and audioread both failed: {str(e2) or type(e2).__name__})") from None
     y = np.atleast_2d(y).T.astype(np.float32)
     return y, sr
 
 
 def audio_duration(spec: str | os.PathLike) -> float:
-    """Duration in seconds from the header (falls back to decoding for pipes)."""
+    """Duration in seconds from the header (falls back to decoding for pipes and for
+    formats libsndfile cannot read). Raises :class:`AudioError` with the same reasons as
+    :func:`load_audio` (empty file, truncated WAV, ...)."""
     spec = str(spec)
     if is_pipe(spec):
         return len(load_audio(spec)) / SAMPLE_RATE
+    _check_file(spec)
     try:
         info = sf.info(spec)
     except Exception as e:
+        if Path(spec).suffix.lower() in _FALLBACK_SUFFIXES:
+            return len(load_audio(spec)) / SAMPLE_RATE
         raise AudioError(spec, f"unreadable audio header ({e})") from None
     if info.frames <= 0:
         raise AudioError(spec, "zero-length audio (no samples)")

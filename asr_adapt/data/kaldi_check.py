@@ -19,6 +19,7 @@ its first line with a count, so a broken 100k-line file gives a readable report.
 from __future__ import annotations
 
 import math
+import re
 import shutil
 import time
 from collections.abc import Callable
@@ -103,6 +104,19 @@ def _check_format(d: Path, name: str, rep: _Report) -> list[Entry]:
     return entries
 
 
+# BCP-47 shape: a 2-3 letter language, then subtags (script, region, variant): el, el-GR, zh-Hans-CN.
+_LOCALE = re.compile(r"[A-Za-z]{2,3}(-[A-Za-z0-9]{1,8})*")
+
+
+def locale_error(v: str) -> str | None:
+    """Why ``v`` is not a usable locale tag (``el_GR``, ``english``, two tokens), or None."""
+    if not v or len(v.split()) != 1:
+        return f"locale {v!r} must be one token"
+    if not _LOCALE.fullmatch(v):
+        return f"locale {v!r} is not a BCP-47 tag (like el-GR or el)"
+    return None
+
+
 def _value_checks() -> dict[str, Callable[[str], str | None]]:
     """Per-table value checks: value -> error message or None."""
 
@@ -117,7 +131,7 @@ def _value_checks() -> dict[str, Callable[[str], str | None]]:
         "text": lambda v: None if v.strip() else "empty transcript",
         "utt2dur": positive_float,
         "utt2spk": lambda v: None if v and len(v.split()) == 1 else f"speaker id {v!r} must be one token",
-        "utt2lang": lambda v: None if v and len(v.split()) == 1 else f"locale {v!r} must be one token",
+        "utt2lang": locale_error,
         "wav.scp": lambda v: None if v.strip() else "empty audio path",
     }
 
