@@ -1,0 +1,380 @@
+"""Adapter training throughput: asr-adapt LoRA / S2-LoRA / LDA vs transformers + PEFT, side by side.
+
+Same synthetic utterances (``asr-adapt synth``: espeak-ng speech, several locales, kept to
+2-8 s), same whisper-base weights, same optimiser and learning rate, same per-step audio
+budget, one epoch each, for
+
+* ``lora``   asr-adapt per-locale LoRA on every ``q_proj``/``v_proj`` (the peer's targets, same rank)
+* ``s2lora`` asr-adapt S2-LoRA on the same targets, same rank
+* ``lda``    asr-adapt language-dependent adapters after every block (0.4 % per locale)
+* ``peer``   transformers + PEFT ``LoraConfig(target_modules=["q_proj", "v_proj"])`` with the
+  ``WhisperFeatureExtractor`` default (inputs padded to 30 s), plain torch loop.
+
+asr-adapt runs the encoder at the batch's real length (``train_min_window_s``, default 1 s)
+on duration-bucketed batches (lhotse, ``max_seconds`` = batch size x mean duration, so the
+number of steps matches the peer's fixed batch size).
+
+Fairness under a shared, noisy machine: each system lives in its own worker process (which
+also gives its peak RSS, ``ru_maxrss``), and the coordinator interleaves them one training
+step at a time (round r: one step of every system, the starting system rotating), so load
+changes hit all systems alike. Only the steps are timed (features, forward, backward,
+optimiser); audio is read before timing. Dev loss is the same quantity for every system:
+mean cross-entropy per target token (text tokens + end-of-text; the 4 prompt tokens are
+given, not scored), asr-adapt at its training window, the peer at 30 s.
+
+    python bench/train_speed.py --n 48 --n-dev 16                # reduced run
+    python bench/train_speed.py --n 200 --n-dev 40               # full run
+    python bench/train_speed.py --device cuda                    # bf16 autocast on a GPU
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import os
+import random
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+SYSTEMS = ("lora", "s2lora", "lda", "peer")
+LABELS = {
+    "lora": "asr-adapt LoRA q,v (dynamic, bucketed)",
+    "s2lora": "asr-adapt S2-LoRA q,v (dynamic, bucketed)",
+    "lda": "asr-adapt LDA (dynamic, bucketed)",
+    "peer": "transformers + PEFT LoRA q,v (30 s padded)",
+}
+QV = r"\.(q_proj|v_proj)$"  # the peer's target_modules=["q_proj", "v_proj"], as a module-name regex
+
+
+# ----------------------------------------------------------------------------- data
+def ensure_data(root: Path, locales: list[str], n_train_per_locale: int, n_dev_per_locale: int) -> None:
+    """Synthesise train/dev with ``asr-adapt synth`` unless ``root`` already holds them."""
+    if (root / "train" / "text").exists() and (root / "dev" / "text").exists():
+        return
+    cmd = [sys.executable, "-m", "asr_adapt.cli.main", "synth", "--locales", ",".join(locales),
+           "--utts-per-locale", str(n_dev_per_locale), "--train-utts-per-locale", str(n_train_per_locale),
+           "--splits", "train", "dev", "--seed", "0", str(root)]
+    subprocess.run(cmd, check=True)
+
+
+def pick(utts, n: int, lo: float = 2.0, hi: float = 8.0) -> list[dict]:
+    """``n`` utterances of lo-hi seconds, balanced over locales (round-robin in id order)."""
+    by_loc: dict[str, list] = {}
+    for u in sorted(utts, key=lambda u: u.utt_id):
+        if u.duration and lo <= u.duration <= hi:
+            by_loc.setdefault(u.lang, []).append(u)
+    out, i = [], 0
+    while len(out) < n and any(i < len(v) for v in by_loc.values()):
+        for loc in sorted(by_loc):
+            if i < len(by_loc[loc]) and len(out) < n:
+                u = by_loc[loc][i]
+                out.append({"id": u.utt_id, "path": u.audio, "text": u.text, "lang": u.lang, "duration": u.duration})
+        i += 1
+    return out
+
+
+# ----------------------------------------------------------------------------- systems
+class Ours:
+    """asr-adapt: WhisperBackbone + attached adapters, dynamic-length encoder, bucketed batches."""
+
+    def __init__(self, kind: str, opts: dict, train: list[dict], locales: list[str]) -> None:
+        import torch
+
+        from asr_adapt.adapters import attach_adapters, freeze_base
+        from asr_adapt.data.sampling import BucketingConfig, DurationBucketingBatchSampler
+        from asr_adapt.models.whisper import WhisperBackbone
+
+        self.bb = WhisperBackbone.from_pretrained(opts["model"], device=opts["device"],
+                                                  train_min_window_s=opts["min_window_s"])
+        conf = {
+            "lora": {"rank": opts["rank"], "alpha": opts["alpha"], "patterns": [QV]},
+            "s2lora": {"rank": opts["rank"], "patterns": [QV]},
+            "lda": {},
+        }[kind]
+        attach_adapters(self.bb, self.bb.injection_points(), kind, conf, locales)
+        self.n_trainable, _ = freeze_base(self.bb)
+        self.n_trainable_per_locale = self.n_trainable  # refined below for per-locale types
+        params = [p for p in self.bb.parameters() if p.requires_grad]
+        per_loc = sum(p.numel() for n, p in self.bb.named_parameters() if p.requires_grad and f".{locales[0]}." in n)
+        shared = sum(p.numel() for n, p in self.bb.named_parameters()
+                     if p.requires_grad and not any(f".{loc}." in n for loc in locales))
+        self.n_trainable_per_locale = per_loc + shared
+        self.opt = torch.optim.AdamW(params, lr=opts["lr"])
+        budget = opts["batch_size"] * sum(u["duration"] for u in train) / len(train)
+        sampler = DurationBucketingBatchSampler([u["duration"] for u in train],
+                                                BucketingConfig(max_seconds=budget, num_buckets=4, seed=0))
+        self.batches = [list(b) for b in sampler]
+        self.device = opts["device"]
+
+    def loss(self, wavs, texts, langs):
+        from asr_adapt import routing
+        from asr_adapt.adapters import regularization_loss
+
+        with routing.use(langs):
+            return self.bb.compute_loss(wavs, texts, langs) + regularization_loss(self.bb, set(langs))
+
+    def train_mode(self, on: bool) -> None:
+        self.bb.train(on)
+
+    def dev_loss_sum(self, wavs, texts, langs) -> tuple[float, int]:
+        """(sum of token CE, number of target tokens) for one dev batch."""
+        from asr_adapt import routing
+
+        _, labels = self.bb.teacher_forcing(texts, langs)
+        n = int((labels != -100).sum())
+        with routing.use(langs):
+            return float(self.bb.compute_loss(wavs, texts, langs)) * n, n
+
+
+class Peer:
+    """transformers + PEFT LoRA on q_proj/v_proj, features padded to 30 s, plain torch loop."""
+
+    def __init__(self, opts: dict, train: list[dict]) -> None:
+        import torch
+        from peft import LoraConfig, get_peft_model
+        from transformers import WhisperFeatureExtractor, WhisperForConditionalGeneration, WhisperTokenizer
+
+        from asr_adapt.models.resolver import resolve_model
+
+        path = str(resolve_model(opts["model"]))
+        model = WhisperForConditionalGeneration.from_pretrained(path, dtype=torch.float32)
+        cfg = LoraConfig(r=opts["rank"], lora_alpha=opts["alpha"], lora_dropout=0.0,
+                         target_modules=["q_proj", "v_proj"])
+        self.model = get_peft_model(model, cfg).to(opts["device"])
+        self.fe = WhisperFeatureExtractor.from_pretrained(path)
+        self.tok = WhisperTokenizer.from_pretrained(path)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.n_trainable = self.n_trainable_per_locale = sum(p.numel() for p in params)
+        self.opt = torch.optim.AdamW(params, lr=opts["lr"])
+        order = list(range(len(train)))
+        random.Random(0).shuffle(order)
+        bs = opts["batch_size"]
+        self.batches = [order[i : i + bs] for i in range(0, len(order), bs)]
+        self.device = opts["device"]
+
+    def _tensors(self, wavs, texts, langs):
+        import torch
+
+        feats = self.fe(list(wavs), sampling_rate=16000, return_tensors="pt").input_features  # (B, 80, 3000)
+        # Labels as the usual recipe builds them (prompt + text + eot), scored like asr-adapt:
+        # prompt positions masked, so both report CE per predicted text token.
+        seqs = []
+        for text, lang in zip(texts, langs):
+            lang_tok = f"<|{lang.split('-')[0]}|>"
+            prompt = self.tok.convert_tokens_to_ids(["<|startoftranscript|>", lang_tok, "<|transcribe|>",
+                                                     "<|notimestamps|>"])
+            ids = self.tok(" " + text.strip(), add_special_tokens=False).input_ids
+            seqs.append((prompt, prompt + ids + [self.tok.eos_token_id]))
+        u = max(len(s) for _, s in seqs) - 1
+        inputs = torch.full((len(seqs), u), self.tok.eos_token_id, dtype=torch.long)
+        labels = torch.full((len(seqs), u), -100, dtype=torch.long)
+        for i, (p, s) in enumerate(seqs):
+            t = torch.tensor(s)
+            inputs[i, : len(s) - 1] = t[:-1]
+            labels[i, len(p) - 1 : len(s) - 1] = t[len(p) :]
+        return feats.to(self.device), inputs.to(self.device), labels.to(self.device)
+
+    def _ce(self, wavs, texts, langs, reduction: str):
+        from torch import nn
+
+        feats, inputs, labels = self._tensors(wavs, texts, langs)
+        logits = self.model(input_features=feats, decoder_input_ids=inputs).logits
+        ce = nn.functional.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                                         reduction=reduction)
+        return ce, int((labels != -100).sum())
+
+    def loss(self, wavs, texts, langs):
+        return self._ce(wavs, texts, langs, "mean")[0]
+
+    def train_mode(self, on: bool) -> None:
+        self.model.train(on)
+
+    def dev_loss_sum(self, wavs, texts, langs) -> tuple[float, int]:
+        ce, n = self._ce(wavs, texts, langs, "sum")
+        return float(ce), n
+
+
+# ----------------------------------------------------------------------------- worker
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
+
+
+def worker(conn, system: str, opts: dict, train: list[dict], dev: list[dict], locales: list[str]) -> None:
+    """One system in its own process; answers ("step", i), ("dev",), ("stats",), ("stop",)."""
+    import contextlib
+
+    import torch
+
+    from asr_adapt.data.audio import load_audio
+
+    torch.set_num_threads(opts["threads"])
+    torch.manual_seed(0)
+    sysobj = Peer(opts, train) if system == "peer" else Ours(system, opts, train, locales)
+    tw = [load_audio(u["path"]) for u in train]
+    dw = [load_audio(u["path"]) for u in dev]
+    rss_loaded = _rss_mb()
+    cuda = opts["device"].startswith("cuda")
+
+    def autocast():
+        return torch.autocast("cuda", dtype=torch.bfloat16) if cuda else contextlib.nullcontext()
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize()
+
+    conn.send({"ready": True, "n_batches": len(sysobj.batches), "n_trainable": sysobj.n_trainable,
+               "n_trainable_per_locale": sysobj.n_trainable_per_locale})
+    while True:
+        cmd = conn.recv()
+        if cmd[0] == "step":
+            idx = sysobj.batches[cmd[1]]
+            sysobj.train_mode(True)
+            sync()
+            t0 = time.perf_counter()
+            with autocast():
+                loss = sysobj.loss([tw[i] for i in idx], [train[i]["text"] for i in idx], [train[i]["lang"] for i in idx])
+            loss.backward()
+            sysobj.opt.step()
+            sysobj.opt.zero_grad(set_to_none=True)
+            sync()
+            conn.send({"seconds": time.perf_counter() - t0, "loss": float(loss.detach()), "n": len(idx)})
+        elif cmd[0] == "dev":
+            sysobj.train_mode(False)
+            order = sorted(range(len(dev)), key=lambda i: dev[i]["duration"])
+            bs = opts["batch_size"]
+            tot, ntok = 0.0, 0
+            t0 = time.perf_counter()
+            with torch.no_grad(), autocast():
+                for s in range(0, len(order), bs):
+                    idx = order[s : s + bs]
+                    ce, n = sysobj.dev_loss_sum([dw[i] for i in idx], [dev[i]["text"] for i in idx],
+                                                [dev[i]["lang"] for i in idx])
+                    tot, ntok = tot + ce, ntok + n
+            conn.send({"dev_loss": tot / ntok, "tokens": ntok, "seconds": time.perf_counter() - t0})
+        elif cmd[0] == "stats":
+            conn.send({"rss_loaded_mb": rss_loaded, "peak_rss_mb": _rss_mb()})
+        else:
+            conn.send({"bye": True})
+            return
+
+
+# ----------------------------------------------------------------------------- coordinator
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--data", default="bench/out/train_speed/data", help="asr-adapt synth output (made if absent)")
+    ap.add_argument("--locales", default="de-DE,es-ES,ru-RU,it-IT")
+    ap.add_argument("--n", type=int, default=200, help="training utterances (2-8 s)")
+    ap.add_argument("--n-dev", type=int, default=40)
+    ap.add_argument("--batch-size", type=int, default=8, help="peer batch size; asr-adapt budget = this x mean duration")
+    ap.add_argument("--rank", type=int, default=8)
+    ap.add_argument("--alpha", type=float, default=16.0)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--min-window-s", type=float, default=1.0, help="asr-adapt train_min_window_s")
+    ap.add_argument("--threads", type=int, default=1, help="torch threads per worker (2 are no faster here)")
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--model", default="whisper-base")
+    ap.add_argument("--systems", default=",".join(SYSTEMS))
+    ap.add_argument("--no-dev-before", action="store_true", help="skip the dev loss before training")
+    ap.add_argument("--out", default="bench/out/train_speed/results.json")
+    args = ap.parse_args(argv)
+
+    from asr_adapt.data.kaldi import read_data_dir
+
+    locales = args.locales.split(",")
+    root = Path(args.data)
+    # ~80 % of synth clips fall in 2-8 s; 75/locale gives 237 of 300 with the default locales.
+    ensure_data(root, locales, max(75, args.n // len(locales) * 5 // 4 + 5), max(16, args.n_dev // len(locales) * 5 // 4 + 4))
+    train = pick(read_data_dir(root / "train"), args.n)
+    dev = pick(read_data_dir(root / "dev"), args.n_dev)
+    systems = args.systems.split(",")
+    opts = {k: getattr(args, k) for k in ("rank", "alpha", "lr", "min_window_s", "threads", "device", "model",
+                                           "batch_size")}
+    loads = [os.getloadavg()[0]]
+    ctx = mp.get_context("spawn")
+    conns, procs, info = {}, {}, {}
+    for s in systems:
+        a, b = ctx.Pipe()
+        p = ctx.Process(target=worker, args=(b, s, opts, train, dev, locales), daemon=True)
+        p.start()
+        conns[s], procs[s] = a, p
+    for s in systems:
+        info[s] = conns[s].recv()
+        print(f"{s}: {info[s]['n_batches']} steps, {info[s]['n_trainable']} trainable", file=sys.stderr, flush=True)
+    res = {s: {"steps": [], **info[s]} for s in systems}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def save():
+        meta = {"args": vars(args), "train_audio_s": sum(u["duration"] for u in train),
+                "dev_audio_s": sum(u["duration"] for u in dev), "loadavg_1min_samples": loads,
+                "date": time.strftime("%Y-%m-%d %H:%M:%S")}
+        out.write_text(json.dumps({"meta": meta, "results": res}, indent=1))
+
+    def ask(s, cmd):
+        conns[s].send(cmd)
+        return conns[s].recv()
+
+    if not args.no_dev_before:
+        for s in systems:
+            res[s]["dev_before"] = ask(s, ("dev",))
+            print(f"{s}: dev loss before {res[s]['dev_before']['dev_loss']:.3f}", file=sys.stderr, flush=True)
+        save()
+    n_rounds = max(res[s]["n_batches"] for s in systems)
+    for r in range(n_rounds):
+        order = systems[r % len(systems):] + systems[: r % len(systems)]  # rotate who goes first
+        for s in order:
+            if r < res[s]["n_batches"]:
+                res[s]["steps"].append(ask(s, ("step", r)))
+        loads.append(os.getloadavg()[0])
+        print(f"round {r + 1}/{n_rounds} load {loads[-1]:.1f} "
+              + " ".join(f"{s}={res[s]['steps'][-1]['seconds']:.1f}s" for s in systems if r < res[s]["n_batches"]),
+              file=sys.stderr, flush=True)
+        save()
+    for s in systems:
+        res[s]["dev_after"] = ask(s, ("dev",))
+        res[s].update(ask(s, ("stats",)))
+        ask(s, ("stop",))
+        procs[s].join(timeout=30)
+    loads.append(os.getloadavg()[0])
+    save()
+    print(format_table(res, systems, len(train), len(dev), args, loads))
+    return 0
+
+
+def format_table(res: dict, systems: list[str], n_train: int, n_dev: int, args, loads: list[float]) -> str:
+    """Markdown table; ratios are relative to the peer when it ran."""
+    for s in systems:
+        r = res[s]
+        r["epoch_s"] = sum(x["seconds"] for x in r["steps"])
+        r["utt_per_s"] = n_train / r["epoch_s"]
+    ref = res.get("peer")
+    lines = [
+        f"{n_train} train / {n_dev} dev utterances, 1 epoch, device {args.device}, {args.threads} thread(s) per "
+        f"system, batch {args.batch_size} (peer) / {args.batch_size} x mean duration s (asr-adapt), "
+        f"train_min_window_s {args.min_window_s}, rank {args.rank}, lr {args.lr}; "
+        f"1-min load average during the run: min {min(loads):.1f}, mean {sum(loads) / len(loads):.1f}, "
+        f"max {max(loads):.1f}",
+        "",
+        "| system | trainable / locale | steps | s / epoch | utt/s | speed vs peer | dev loss before | "
+        "dev loss after | peak RSS MB | RSS vs peer |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for s in systems:
+        r = res[s]
+        speed = f"{ref['epoch_s'] / r['epoch_s']:.2f}x" if ref else "-"
+        rss = f"{r['peak_rss_mb'] / ref['peak_rss_mb']:.2f}x" if ref else "-"
+        before = f"{r['dev_before']['dev_loss']:.3f}" if "dev_before" in r else "-"
+        lines.append(
+            f"| {LABELS[s]} | {r['n_trainable_per_locale']:,} | {r['n_batches']} | {r['epoch_s']:.1f} | "
+            f"{r['utt_per_s']:.3f} | {speed} | {before} | {r['dev_after']['dev_loss']:.3f} | "
+            f"{r['peak_rss_mb']:.0f} | {rss} |"
+        )
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
