@@ -57,23 +57,13 @@ def run_train(argv: list[str]) -> int:
         return 0 if argv and argv[0] in ("-h", "--help") else 2
     cmd, rest = argv[0], argv[1:]
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
-    cli = AdaptCLI(
-        AdaptationModule,
-        ASRDataModule,
-        subclass_mode_model=True,
-        run=False,
-        args=rest,
-        save_config_callback=ExperimentConfigSaver,
-        save_config_kwargs={"overwrite": True},
-        trainer_defaults={
-            "callbacks": [LocaleCheckpoint(), ExperimentLock()],
-            "enable_checkpointing": False,
-            "num_sanity_val_steps": 0,
-            "gradient_clip_val": 1.0,
-            # Our batch samplers shard per rank themselves (no padding duplicates).
-            "use_distributed_sampler": False,
-        },
-    )
+    try:
+        cli = _build_cli(rest)
+    except ValueError as e:
+        # A config value the model or data module rejects (an unknown adapter type lists the
+        # known ones): the message, without a traceback through jsonargparse.
+        print(f"error: invalid config: {e}", file=sys.stderr)
+        return 2
     trainer, cfg = cli.trainer, cli.config
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     ckpt_dir = checkpoint_dir(trainer)
@@ -95,3 +85,23 @@ def run_train(argv: list[str]) -> int:
     else:
         trainer.validate(cli.model, datamodule=cli.datamodule, ckpt_path=str(last) if last.exists() else None)
     return 0
+
+
+def _build_cli(rest: list[str]) -> AdaptCLI:
+    return AdaptCLI(
+        AdaptationModule,
+        ASRDataModule,
+        subclass_mode_model=True,
+        run=False,
+        args=rest,
+        save_config_callback=ExperimentConfigSaver,
+        save_config_kwargs={"overwrite": True},
+        trainer_defaults={
+            "callbacks": [LocaleCheckpoint(), ExperimentLock()],
+            "enable_checkpointing": False,
+            "num_sanity_val_steps": 0,
+            "gradient_clip_val": 1.0,
+            # Our batch samplers shard per rank themselves (no padding duplicates).
+            "use_distributed_sampler": False,
+        },
+    )
