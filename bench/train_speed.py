@@ -5,6 +5,8 @@ Same synthetic utterances (``asr-adapt synth``: espeak-ng speech, several locale
 budget, one epoch each, for
 
 * ``lora``   asr-adapt per-locale LoRA on every ``q_proj``/``v_proj`` (the peer's targets, same rank)
+* ``lora-shared`` the same LoRA, but one adapter (locale ``mul``) for every row, as the peer
+  trains one LoRA on all locales; this isolates dynamic length + bucketing from per-locale routing
 * ``s2lora`` asr-adapt S2-LoRA on the same targets, same rank
 * ``lda``    asr-adapt language-dependent adapters after every block (0.4 % per locale)
 * ``peer``   transformers + PEFT ``LoraConfig(target_modules=["q_proj", "v_proj"])`` with the
@@ -40,14 +42,16 @@ import sys
 import time
 from pathlib import Path
 
-SYSTEMS = ("lora", "s2lora", "lda", "peer")
+SYSTEMS = ("lora", "lora-shared", "s2lora", "lda", "peer")
 LABELS = {
     "lora": "asr-adapt LoRA q,v (dynamic, bucketed)",
+    "lora-shared": "asr-adapt LoRA q,v, one adapter for all locales (dynamic, bucketed)",
     "s2lora": "asr-adapt S2-LoRA q,v (dynamic, bucketed)",
     "lda": "asr-adapt LDA (dynamic, bucketed)",
     "peer": "transformers + PEFT LoRA q,v (30 s padded)",
 }
 QV = r"\.(q_proj|v_proj)$"  # the peer's target_modules=["q_proj", "v_proj"], as a module-name regex
+SHARED_LOCALE = "mul"  # ISO 639 "multiple languages": the one adapter of ``lora-shared``
 
 
 # ----------------------------------------------------------------------------- data
@@ -82,6 +86,9 @@ class Ours:
     """asr-adapt: WhisperBackbone + attached adapters, dynamic-length encoder, bucketed batches."""
 
     def __init__(self, kind: str, opts: dict, train: list[dict], locales: list[str]) -> None:
+        self.shared = kind == "lora-shared"
+        if self.shared:
+            kind, locales = "lora", [SHARED_LOCALE]
         import torch
 
         from asr_adapt.adapters import attach_adapters, freeze_base
@@ -114,8 +121,12 @@ class Ours:
         from asr_adapt import routing
         from asr_adapt.adapters import regularization_loss
 
-        with routing.use(langs):
-            return self.bb.compute_loss(wavs, texts, langs) + regularization_loss(self.bb, set(langs))
+        with routing.use(self.route(langs)):
+            return self.bb.compute_loss(wavs, texts, langs) + regularization_loss(self.bb, set(self.route(langs)))
+
+    def route(self, langs):
+        """Adapter locale per row: the row's locale, or the one shared adapter."""
+        return [SHARED_LOCALE] * len(langs) if self.shared else list(langs)
 
     def train_mode(self, on: bool) -> None:
         self.bb.train(on)
@@ -126,7 +137,7 @@ class Ours:
 
         _, labels = self.bb.teacher_forcing(texts, langs)
         n = int((labels != -100).sum())
-        with routing.use(langs):
+        with routing.use(self.route(langs)):
             return float(self.bb.compute_loss(wavs, texts, langs)) * n, n
 
 

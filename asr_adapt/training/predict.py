@@ -55,6 +55,9 @@ class TranscribeModule(L.LightningModule):
         self.backbone = backbone
         self.options = options
         self.lang_override = lang_override
+        # With fewer utterances left than processes a rank's share is empty; it still has to
+        # run the (empty) loop so the process group forms (see predict()).
+        self.allow_zero_length_dataloader_with_multiple_devices = True
 
     def transfer_batch_to_device(self, batch, device, dataloader_idx):
         # Waveforms stay numpy until the backbone batches them (on its own device).
@@ -163,8 +166,13 @@ def predict(
     todo.sort(key=lambda u: (u.duration or 0.0, u.utt_id))
     mine = todo[rank::world]
     t0 = time.perf_counter()
-    if mine:
-        loader = DataLoader(_Shard(mine), batch_size=batch_size, collate_fn=_collate, num_workers=1)
+    # Every rank sees the same ``todo`` (read before any rank writes), so all of them call
+    # ``trainer.predict`` or none does. A rank with an empty share (fewer utterances left
+    # than processes) must still call it: under DDP that call launches the other
+    # processes and joins the process group, and a rank that skips it leaves the others
+    # waiting at the rendezvous for ever.
+    if todo:
+        loader = DataLoader(_Shard(mine), batch_size=batch_size, collate_fn=_collate, num_workers=1 if mine else 0)
         trainer.predict(TranscribeModule(backbone, options, lang_override), loader, return_predictions=False)
     elapsed = time.perf_counter() - t0
     if trainer.world_size > 1:

@@ -75,22 +75,43 @@ def test_simulated_two_ranks_decode_each_utterance_once(tmp_path, monkeypatch):
     assert _ids(out) == counts
 
 
+def _ddp_cmd(model: Path, data: Path, out: Path, n: int) -> list[str]:
+    return [sys.executable, str(ROOT / "bench" / "shard_decode.py"), "run", "--procs", "2", "--model", str(model),
+            "--data", str(data), "--n", str(n), "--batch-size", "2", "--max-new-tokens", "4", "--out", str(out)]
+
+
+def _ranks(out: Path) -> list[dict]:
+    return [json.loads(x) for x in (out / "ranks.jsonl").read_text().splitlines()]
+
+
 @pytest.mark.slow
 def test_two_ddp_processes_decode_each_utterance_once(tmp_path):
     model = tiny_whisper_dir(tmp_path / "tiny")
     data = make_data(tmp_path / "data", per_locale=5)
     out = tmp_path / "out"
-    cmd = [sys.executable, str(ROOT / "bench" / "shard_decode.py"), "run", "--procs", "2", "--model", str(model),
-           "--data", str(data), "--n", "0", "--batch-size", "2", "--max-new-tokens", "4", "--out", str(out)]
+    cmd = _ddp_cmd(model, data, out, 0)
     subprocess.run(cmd, check=True, cwd=ROOT, timeout=600, capture_output=True)
-    ranks = [json.loads(x) for x in (out / "ranks.jsonl").read_text().splitlines()]
+    ranks = _ranks(out)
     assert sorted(r["rank"] for r in ranks) == [0, 1]
     assert len({r["pid"] for r in ranks}) == 2, "DDP did not launch a second process"
     counts = _ids(out)
     assert set(counts) == {u.utt_id for u in read_data_dir(data)}
     assert max(counts.values()) == 1
 
+    # Re-run: nothing left, so no rank calls trainer.predict and no second process starts.
     subprocess.run(cmd + ["--rerun-index", "1"], check=True, cwd=ROOT, timeout=600, capture_output=True)
-    rerun = [json.loads(x) for x in (out / "ranks.jsonl").read_text().splitlines()][2:]
-    assert [r["todo"] for r in rerun] == [0, 0]
+    rerun = _ranks(out)[2:]
+    assert rerun and all(r["todo"] == 0 for r in rerun)
     assert _ids(out) == counts
+
+
+@pytest.mark.slow
+def test_ddp_rank_with_empty_share_still_joins(tmp_path):
+    """One utterance, two processes: rank 1's share is empty but it must join the group
+    (a rank that skipped trainer.predict left rank 0 waiting at the rendezvous)."""
+    model = tiny_whisper_dir(tmp_path / "tiny")
+    data = make_data(tmp_path / "data", per_locale=5)
+    out = tmp_path / "out"
+    subprocess.run(_ddp_cmd(model, data, out, 1), check=True, cwd=ROOT, timeout=600, capture_output=True)
+    assert sorted(r["rank"] for r in _ranks(out)) == [0, 1]
+    assert sum(_ids(out).values()) == 1
