@@ -21,9 +21,11 @@ thread it is close to the time the decode would take on an idle core), both as r
 so their deviation from 1.00 is the measurement's noise floor.
 
 Part 2, transducer streaming. ``small`` preset (random weights, CMVN fitted on the clips;
-char tokenizer from the clips' text), ``torch.set_num_threads(1)``, 320 ms chunks,
+500-piece sentencepiece vocabulary trained on the train split's text), ``torch.set_num_threads(1)``, 320 ms chunks,
 :func:`asr_adapt.decoding.streaming_transducer.stream_transducer` per clip. RTF =
-processing seconds / audio seconds, wall and CPU.
+processing seconds / audio seconds, wall and CPU. With random weights the greedy search
+emits close to its cap of 3 symbols per 40 ms frame, so the predictor/joiner work is
+a worst case (the token count is printed).
 
     python bench/decode_overhead.py --n 16 --batch-sizes 1,8,16 --repeats 1
 """
@@ -111,11 +113,14 @@ def transducer_rtf(args, items, wavs) -> dict:
     import torch
 
     from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer
-    from asr_adapt.models.transducer import TransducerBackbone
-    from asr_adapt.models.transducer.tokenizer import CharTokenizer
+    from asr_adapt.data.kaldi import read_data_dir
+    from asr_adapt.models.transducer import TransducerBackbone, train_tokenizer
 
     torch.manual_seed(0)
-    tok = CharTokenizer.train([it["text"] for it in items])
+    # The small preset's 500-piece sentencepiece vocabulary, trained on the sibling train split.
+    train_dir = Path(args.data).parent / "train"
+    texts = [u.text for u in read_data_dir(train_dir)] if train_dir.exists() else [it["text"] for it in items]
+    tok = train_tokenizer("sentencepiece", texts, vocab_size=500)
     model = TransducerBackbone.from_preset("small", tok).eval()
     model.fit_cmvn(wavs)
     cfg = TransducerStreamingConfig(chunk_ms=args.chunk_ms)
@@ -195,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
         t = transducer_rtf(args, items, wavs)
         report["transducer"] = t
         out.write_text(json.dumps(report, indent=1, ensure_ascii=False))
-        print(f"\ntransducer small ({t['params'] / 1e6:.1f} M params, char vocab {t['vocab']}), {args.chunk_ms} ms "
+        print(f"\ntransducer small ({t['params'] / 1e6:.1f} M params, vocab {t['vocab']}), {args.chunk_ms} ms "
               f"chunks, {args.threads} thread: {len(wavs)} clips, {t['audio_s']:.1f} s audio, {t['pieces']} pieces, "
               f"{t['tokens']} tokens; RTF wall {t['rtf_wall']:.3f}, RTF CPU {t['rtf_cpu']:.3f} "
               f"(load {min(t['loads']):.1f}-{max(t['loads']):.1f})")

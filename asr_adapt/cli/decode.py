@@ -38,7 +38,10 @@ def register(subparsers) -> None:
     p.add_argument("--format", default="txt,jsonl",
                    help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    # One thread by default: on CPU a second thread decodes no faster (the cores share
+    # floating-point throughput), and on a loaded machine it was 3.5x slower
+    # (bench/RESULTS.md, "Threads on the decode path").
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1; 0: torch's default)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 

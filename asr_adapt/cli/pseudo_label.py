@@ -32,6 +32,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs to shard over")
     p.add_argument("--accelerator", default="cpu", help="cpu | gpu | auto")
     p.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp for several processes")
+    # Same default as `asr-adapt decode` (see there); DDP on CPU sets cores // processes itself.
+    p.add_argument("--threads", type=int, default=1, help="torch CPU threads per process (0: torch's default)")
     p.set_defaults(func=run)
 
 
@@ -46,6 +48,10 @@ def run(args: argparse.Namespace) -> int:
         max_cps=args.max_cps, max_compression_ratio=args.max_compression_ratio,
         require_lang_match=not args.no_lang_match,
     )
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     backbone = load_teacher(args.backbone, args.model, args.adapters)
     overrides = {"beam_size": args.beam_size}
     if args.min_window is not None:
