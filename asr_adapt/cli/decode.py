@@ -31,7 +31,10 @@ def register(subparsers) -> None:
     p.add_argument("--beam-size", type=int, default=1, help="1: greedy; >1: beam search")
     p.add_argument("--context", choices=("dynamic", "full"), default="dynamic",
                    help="dynamic: encoder on the real length (fast); full: stock 30 s padding")
-    p.add_argument("--min-window", type=float, default=None, help="dynamic context: shortest window in seconds")
+    p.add_argument("--min-window", type=float, default=None,
+                   help="dynamic context: shortest encoder window in seconds (default 10). With --adapters it "
+                   "applies to rows an adapter serves (use the window the adapters were trained at); other "
+                   "rows keep the default, exactly as the base model decodes them")
     p.add_argument("--fallback", default=None, help="what to do with looping pieces: full_context (default) or none")
     p.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per ≤30 s piece")
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
@@ -71,11 +74,16 @@ def run(args: argparse.Namespace) -> int:
         if getattr(args, arg) is not None:
             overrides[name] = getattr(args, arg)
     options = backbone.decoding_options(**overrides)
+    # --min-window is the window the adapters were trained at; rows no adapter serves keep
+    # the base model's default window, so they decode exactly as the unadapted base does.
+    base_options = None
+    if args.adapters and "min_window_s" in overrides:
+        base_options = backbone.decoding_options(**{k: v for k, v in overrides.items() if k != "min_window_s"})
     root = args.input if Path(args.input).is_dir() and not (Path(args.input) / "wav.scp").exists() else None
     try:
         summary = decode_utterances(
             backbone, utterances, args.output, options, batch_size=args.batch_size, formats=formats,
-            lang=args.lang, input_root=root, progress=not args.no_progress,
+            lang=args.lang, input_root=root, progress=not args.no_progress, base_options=base_options,
         )
     except LockError as e:
         print(f"error: {e}", file=sys.stderr)

@@ -85,6 +85,7 @@ def decode_utterances(
     lang: str | None = None,
     input_root: str | Path | None = None,
     progress: bool = True,
+    base_options=None,
 ) -> DecodeSummary:
     """Decode ``utterances`` into ``out_dir`` (resumable; one run per directory at a time).
 
@@ -95,6 +96,10 @@ def decode_utterances(
             utterance's own locale, else the options' language, else detection. The locale
             is also the adapter route of the row (no adapter when detected).
         input_root: folder the audio came from, for mirrored per-file outputs.
+        base_options: options for rows that no adapter serves (default: ``options``). Adapters
+            trained at a short encoder window are decoded at that window, while rows of other
+            locales keep the base model's own (safe) defaults, so they decode exactly as
+            the unadapted base does.
     Returns:
         a :class:`DecodeSummary`; ``summary.failed`` lists (path, reason).
     """
@@ -124,8 +129,7 @@ def decode_utterances(
                     continue
                 utts, wavs = zip(*batch)
                 locales = [lang or u.lang for u in utts]
-                with routing.use(locales):
-                    hyps = backbone.transcribe_batch(list(wavs), locales, options)
+                hyps = _transcribe_split(backbone, list(wavs), locales, options, base_options)
                 for u, wav, h in zip(utts, wavs, hyps):
                     sink.write(_record(u, wav, h, stems[u.utt_id]))
                 summary.decoded += len(utts)
@@ -142,6 +146,27 @@ def decode_utterances(
         if summary.failed or (out / FAILED_FILE).exists():
             atomic_write(out / FAILED_FILE, "\n".join(rows) + "\n")
     return summary
+
+
+def _transcribe_split(backbone, wavs: list, locales: list, options, base_options) -> list:
+    """Decode adapter-served rows with ``options`` and the rest with ``base_options``."""
+    if base_options is None or base_options == options:
+        with routing.use(locales):
+            return backbone.transcribe_batch(wavs, locales, options)
+    from asr_adapt.adapters import adapter_locales, resolve_locale
+
+    available = adapter_locales(backbone)
+    served = [resolve_locale(loc, available) is not None for loc in locales]
+    out: list = [None] * len(wavs)
+    for flag, opts in ((True, options), (False, base_options)):
+        rows = [i for i, s in enumerate(served) if s == flag]
+        if not rows:
+            continue
+        sub = [locales[i] for i in rows]
+        with routing.use(sub):
+            for i, h in zip(rows, backbone.transcribe_batch([wavs[i] for i in rows], sub, opts)):
+                out[i] = h
+    return out
 
 
 def _record(u: Utterance, wav: np.ndarray, h, stem: str) -> dict:

@@ -8,6 +8,7 @@
 #   model adapters generations   base model, adapter types to train, noisy-student generations
 #   train_conf tail_list         LightningCLI args shared by every training run; locales as a YAML list
 # and optionally:
+#   student_conf                 extra LightningCLI args for noisy-student runs (e.g. fewer steps)
 #   unlabelled                   data dir pseudo-labelled by each generation (default $data/unlabelled);
 #                                without one, generations are skipped with a warning.
 
@@ -65,7 +66,8 @@ if should_run 20; then
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
     train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
       --model.init_args.init_adapters "$teacher/bundle" \
-      --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}"
+      --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}" \
+      ${student_conf:-}
   done
 fi
 
