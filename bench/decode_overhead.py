@@ -112,8 +112,8 @@ def whisper_overhead(args, items, wavs) -> dict:
 def transducer_rtf(args, items, wavs) -> dict:
     import torch
 
-    from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer
     from asr_adapt.data.kaldi import read_data_dir
+    from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer
     from asr_adapt.models.transducer import TransducerBackbone, train_tokenizer
 
     torch.manual_seed(0)

@@ -9,8 +9,9 @@ Three modes:
   ``OUT/ranks.jsonl``; rank 0 then checks that every utterance is in ``hyp.jsonl`` exactly
   once and writes ``OUT/summary.json``.
 * ``compare``: ``run`` with 1 and 2 processes, alternated (1, 2, 1, 2, ...) on fresh
-  output dirs, so both see the same load; reports utterances/s (decode loop only, the
-  slowest rank) and end to end (including the second process's start-up and model load).
+  output dirs, so both see the same load, one torch thread per process (``--threads``);
+  reports utterances/s (decode loop only, the slowest rank) and end to end (including the
+  second process's start-up and model load).
 * ``threads``: ``torch.set_num_threads`` 1 vs 2 on the same decode batches, interleaved
   batch by batch, in one process.
 
@@ -94,7 +95,7 @@ def run(args) -> int:
 def _run_sub(args, procs: int, out: Path, rerun_index: int = 0) -> dict:
     cmd = [sys.executable, __file__, "run", "--procs", str(procs), "--out", str(out), "--n", str(args.n),
            "--data", args.data, "--model", args.model, "--batch-size", str(args.batch_size),
-           "--rerun-index", str(rerun_index)]
+           "--rerun-index", str(rerun_index), "--threads", str(args.threads or 1)]
     if args.max_new_tokens:
         cmd += ["--max-new-tokens", str(args.max_new_tokens)]
     t0 = time.perf_counter()
@@ -123,9 +124,10 @@ def compare(args) -> int:
             out = base / f"r{r}-p{procs}"
             shutil.rmtree(out, ignore_errors=True)
             res = _run_sub(args, procs, out)
-            if procs == 2:  # a re-run must decode nothing
+            if procs == 2:  # a re-run must decode nothing (and then starts no second process)
+                before = len(res["ranks"])
                 again = _run_sub(args, procs, out, rerun_index=1)
-                res["rerun_todo"] = [x["todo"] for x in again["ranks"][-procs:]]
+                res["rerun_todo"] = [x["todo"] for x in again["ranks"][before:]]
             rows[procs].append(res)
             loads.append(os.getloadavg()[0])
             print(f"round {r} procs {procs}: decode {res['decode_s']:.1f} s, process {res['process_s']:.1f} s, "
@@ -188,7 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="whisper-base", help="model name or HF dir")
     ap.add_argument("--procs", type=int, default=2)
     ap.add_argument("--batch-size", type=int, default=8)
-    ap.add_argument("--threads", type=int, default=0, help="run: torch threads per process (0: Lightning's choice)")
+    ap.add_argument("--threads", type=int, default=0,
+                    help="run: torch threads per process (0: Lightning's choice); compare: passed on, 0 means 1")
     ap.add_argument("--max-new-tokens", type=int, default=0, help="cap tokens per clip (0: default options)")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--rerun-index", type=int, default=0, help=argparse.SUPPRESS)
