@@ -53,8 +53,8 @@ if [ "$quick" = true ]; then
   window=4
   batch_seconds=16
   student_steps=20
-  data=data_quick
-  exp=exp_quick
+  [ "$data" = data ] && data=data_quick
+  [ "$exp" = exp ] && exp=exp_quick
 fi
 all_locales="$head_locales $tail_locales"
 tail_list="[$(echo $tail_locales | sed 's/ /,/g')]"
