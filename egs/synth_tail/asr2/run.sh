@@ -10,7 +10,8 @@
 #          20-29  noisy-student generations: pseudo-label unlabelled tail audio, retrain
 #          30-39  checkpoint-wise merge (each locale's adapter from its best checkpoint)
 #          40-49  decode test zero-shot vs adapted, offline (second pass) and streaming
-#                 (first pass, 320 ms chunks), score per locale; stream-eval at 160/320/640 ms
+#                 (first pass, 320 ms chunks), score per locale (41), per-token test loss
+#                 streaming vs full (42); stream-eval at 160/320/640 ms (45)
 #
 # Usage: ./run.sh [--quick true] [--stage N] [--stop-stage N] [--overwrite true]
 #                 [--max-time DD:HH:MM:SS] [--teacher-model whisper-base --teacher-adapters DIR]
@@ -223,6 +224,18 @@ if should_run 41; then
   done
   python local/cer_table.py "$exp/score" --systems zeroshot-full zeroshot-streaming adapted-full adapted-streaming \
     | tee "$exp/score/cer-table.md"
+fi
+
+if should_run 42; then
+  # Loss per token moves long before greedy CER leaves 100 % (a young transducer emits blanks).
+  log "stage 42: per-locale test loss, streaming (1st pass, 320 ms) vs full (2nd pass)"
+  for sys in zeroshot adapted; do
+    extra=""
+    [ $sys = adapted ] && extra="--adapters $exp/$final/merged"
+    # shellcheck disable=SC2086
+    python local/loss_table.py "$data/test" --model "$foundation" --chunk-ms 320 \
+      --json "$exp/score/loss-$sys.json" $extra | tee "$exp/score/loss-$sys.md"
+  done
 fi
 
 if should_run 45; then
