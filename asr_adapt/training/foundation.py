@@ -16,11 +16,6 @@ their own in three steps, each a plain file format:
 
 Initialisers are registered per backbone family in :data:`INITIALISERS`; checkpoint pick
 policies (``best`` macro dev CER, ``last``) in :data:`PICKS`.
-
-:class:`TrainMode` is a callback the transducer recipes add (``trainer.callbacks``): backbones
-come out of ``from_pretrained`` in eval mode and Lightning 2.x keeps a module's mode at fit
-start, so without it training would run with dropout off and, for the transducer, without
-dynamic chunk training (the chunk draw happens only when ``backbone.training``).
 """
 
 from __future__ import annotations
@@ -35,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import Callback
 
 from asr_adapt.fileio import atomic_write_json
 from asr_adapt.registry import Registry
@@ -112,17 +106,6 @@ def init_foundation(out: str | Path, tokenizer_dir: str | Path, cmvn_data: str |
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
-
-
-class TrainMode(Callback):
-    """Put the LightningModule (and so the backbone) in train mode when training starts.
-
-    Lightning's evaluation loop captures and restores every submodule's mode around each
-    validation, so setting it once at the start keeps it for the whole run (and a resumed one).
-    """
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        pl_module.train()
 
 
 # ---------------------------------------------------------------------------- export

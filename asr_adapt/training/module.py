@@ -159,6 +159,12 @@ class AdaptationModule(L.LightningModule):
             else:
                 self._spec_hook = self.backbone.get_submodule(name).register_forward_pre_hook(self._spec_augment_hook)
 
+    def on_train_start(self) -> None:
+        # Backbones load in eval mode and Lightning preserves submodule modes, so switch the
+        # whole tree (frozen base included) to train mode: dropout, and the transducer's
+        # dynamic chunk training, depend on it. Validation restores modes around itself.
+        self.train()
+
     def _spec_augment_hook(self, module, args):
         if not self.training:
             return None

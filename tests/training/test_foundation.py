@@ -33,8 +33,7 @@ def pretrained(tmp_path_factory):
     cfg = {
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "val_check_interval": 2,
-                    "check_val_every_n_epoch": None, "logger": False, "enable_progress_bar": False,
-                    "callbacks": [{"class_path": "asr_adapt.training.foundation.TrainMode"}]},
+                    "check_val_every_n_epoch": None, "logger": False, "enable_progress_bar": False},
         "model": {"class_path": "asr_adapt.training.module.TransducerAdaptationModule",
                   "init_args": {"model": str(init_dir), "adapter": None, "full_finetune": True, "locales": LOCALES,
                                 "optimizer": {"class_path": "torch.optim.AdamW", "init_args": {"lr": 1e-2}}}},
@@ -127,11 +126,13 @@ def test_cli_init_and_export(pretrained, capsys):
     assert cli_main(["init-model", "--from-experiment", str(exp), "-o", str(root / "x")]) == 2  # needs --init-dir
 
 
-def test_train_mode_callback_switches_backbone_to_train():
+def test_training_runs_the_backbone_in_train_mode():
+    """Backbones load in eval mode; the training module switches the whole tree at train start."""
     from asr_adapt.models.transducer.tokenizer import train_tokenizer as tt
+    from asr_adapt.training.module import AdaptationModule
 
     model = TransducerBackbone.from_preset("tiny", tt("char", ["ab"])).eval()
     holder = torch.nn.Module()
     holder.backbone = model
-    fd.TrainMode().on_train_start(None, holder)
+    AdaptationModule.on_train_start(holder)
     assert model.training and all(m.training for m in model.modules())
