@@ -38,6 +38,9 @@ def register(subparsers) -> None:
     p.add_argument("--fallback", default=None, help="what to do with looping pieces: full_context (default) or none")
     p.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per ≤30 s piece")
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
+    p.add_argument("--mode", choices=("full", "streaming"), default=None,
+                   help="transducer: full (second pass, default) or streaming (first pass, chunked)")
+    p.add_argument("--chunk-ms", type=int, default=None, help="transducer: streaming chunk size in ms (default 320)")
     p.add_argument("--format", default="txt,jsonl",
                    help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
@@ -69,10 +72,7 @@ def run(args: argparse.Namespace) -> int:
     backbone = BACKBONES.get(args.backbone).from_pretrained(args.model, device=args.device)
     if args.adapters:
         _load_adapters(backbone, args.adapters)
-    overrides = dict(beam_size=args.beam_size, context=args.context, task=args.task)
-    for arg, name in (("min_window", "min_window_s"), ("fallback", "fallback"), ("max_new_tokens", "max_new_tokens")):
-        if getattr(args, arg) is not None:
-            overrides[name] = getattr(args, arg)
+    overrides = _family_overrides(backbone, args)
     options = backbone.decoding_options(**overrides)
     # --min-window is the window the adapters were trained at; rows no adapter serves keep
     # the base model's default window, so they decode exactly as the unadapted base does.
@@ -96,6 +96,28 @@ def run(args: argparse.Namespace) -> int:
         print(f"{len(summary.failed)} file(s) failed; see {Path(args.output) / 'failed.tsv'}", file=sys.stderr)
         return 1
     return 0
+
+
+def _family_overrides(backbone, args) -> dict:
+    """The command-line options that this backbone family's decoding options define.
+
+    Whisper and the transducer have different option dataclasses; options a family does not
+    have are an error only when the user set them explicitly.
+    """
+    import dataclasses
+
+    known = {f.name for f in dataclasses.fields(backbone.decoding_options())}
+    wanted = {"beam_size": args.beam_size, "context": args.context, "task": args.task}
+    explicit = {"min_window_s": args.min_window, "fallback": args.fallback, "max_new_tokens": args.max_new_tokens,
+                "mode": args.mode, "chunk_ms": args.chunk_ms}
+    explicit = {k: v for k, v in explicit.items() if v is not None}
+    unknown = sorted(k for k in explicit if k not in known)
+    if unknown:
+        raise SystemExit(f"error: {', '.join(unknown)} do not apply to the {args.backbone} backbone")
+    out = {k: v for k, v in {**wanted, **explicit}.items() if k in known}
+    if "method" in known and args.beam_size > 1:  # transducer: beam size selects modified beam search
+        out["method"] = "modified_beam"
+    return out
 
 
 def _read_input(path: str, lang: str | None):
