@@ -9,6 +9,7 @@
 #   train_conf tail_list         LightningCLI args shared by every training run; locales as a YAML list
 # and optionally:
 #   student_conf                 extra LightningCLI args for noisy-student runs (e.g. fewer steps)
+#   compare_systems              true: decode and score every trained system, not just the final one
 #   unlabelled                   data dir pseudo-labelled by each generation (default $data/unlabelled);
 #                                without one, generations are skipped with a warning.
 
@@ -72,17 +73,33 @@ if should_run 20; then
 fi
 
 final="lda_gen$generations"
+# Systems decoded on test, as name=adapter-bundle (empty: the base alone). "adapted" is the
+# final system: the last noisy-student generation, merged checkpoint-wise. With
+# --compare-systems true, every adapter type trained in stage 10 and the single-checkpoint
+# alternatives to checkpoint-wise merging (last; best macro-average) are decoded too.
+systems="zeroshot= adapted=$exp/$final/merged"
+if [ "${compare_systems:-false}" = true ]; then
+  for a in $adapters; do [ "${a}_gen0" != "$final" ] && systems+=" ${a}_gen0=$exp/${a}_gen0/merged"; done
+  systems+=" ${final}_last=$exp/$final/last ${final}_best_single=$exp/$final/best_single"
+fi
+
 if should_run 30; then
   log "stage 30: checkpoint-wise merge of $final"
   merge "$exp/$final" "$exp/$final/merged" best
+  if [ "${compare_systems:-false}" = true ]; then
+    for a in $adapters; do [ "${a}_gen0" != "$final" ] && merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged" best; done
+    merge "$exp/$final" "$exp/$final/last" last
+    merge "$exp/$final" "$exp/$final/best_single" best-macro
+  fi
 fi
 
 if should_run 40; then
-  for sys in zeroshot adapted; do
+  for entry in $systems; do
+    sys=${entry%%=*} bundle=${entry#*=}
     out="$exp/decode_${sys}_test"
     if need_run "$out/.done"; then
       extra=""
-      [ $sys = adapted ] && extra="--adapters $exp/$final/merged --min-window $window"
+      [ -n "$bundle" ] && extra="--adapters $bundle --min-window $window"
       log "stage 40: decode test ($sys)"
       # shellcheck disable=SC2086
       asr-adapt decode "$data/test" -o "$out" --model "$model" --batch-size 8 $extra
@@ -95,8 +112,12 @@ if should_run 41; then
   log "stage 41: score per locale"
   mkdir -p "$exp/score"
   asr-adapt score "$data/test" "$exp/decode_zeroshot_test" -o "$exp/score" --name zeroshot >/dev/null
-  asr-adapt score "$data/test" "$exp/decode_adapted_test" -o "$exp/score" --name adapted \
-    --baseline "$exp/decode_zeroshot_test" > "$exp/score/adapted.txt"
+  for entry in $systems; do
+    sys=${entry%%=*}
+    [ "$sys" = zeroshot ] && continue
+    asr-adapt score "$data/test" "$exp/decode_${sys}_test" -o "$exp/score" --name "$sys" \
+      --baseline "$exp/decode_zeroshot_test" > "$exp/score/$sys.txt"
+  done
   cat "$exp/score/adapted.txt"
 fi
 

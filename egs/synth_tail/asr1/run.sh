@@ -26,6 +26,7 @@ utts_per_locale=60      # dev/test/unlabelled utterances per locale
 train_utts=160          # train utterances per head locale (tail: x tail_fraction)
 tail_fraction=0.5
 generations=1
+compare_systems=true    # decode/score every adapter type and merge policy (the comparison table)
 adapters="lda s2lora lora"
 max_steps=300
 window=6                # encoder window (s) adapters train and decode at
@@ -46,6 +47,7 @@ if [ "$quick" = true ]; then
   train_utts=40
   tail_fraction=1.0
   adapters="lda"
+  compare_systems=false
   # Sized to finish in < 20 min on 2 CPU cores: 40 teacher steps, 20 student steps
   # (from the teacher's adapters), 2 validations each for the checkpoint-wise merge.
   max_steps=40
