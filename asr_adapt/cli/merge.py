@@ -13,7 +13,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         "(checkpoint-wise merging) and write one adapter bundle with the provenance "
         "(locale -> step, dev WER) and a plot of the per-locale dev-WER curves.",
     )
-    p.add_argument("exp", help="training experiment directory (has config.yaml and checkpoints/history.jsonl)")
+    p.add_argument("exp", nargs="+", help="training experiment directories (config.yaml, checkpoints/history.jsonl); "
+                   "several runs with the same adapter layout (noisy-student generations) are pooled")
     p.add_argument("-o", "--out", required=True, help="output adapter bundle directory")
     p.add_argument("--policy", default="best",
                    help="best (per-locale best, default) | best-macro | last | avg-top-k")

@@ -10,7 +10,7 @@ import yaml
 
 from asr_adapt.adapters import adapter_state_dict, save_adapters
 from asr_adapt.fileio import atomic_write_json
-from asr_adapt.training.ckpt_merge import Choice, assemble_state, choose, load_history, plot_curves
+from asr_adapt.training.ckpt_merge import Choice, assemble_state, choose, load_histories, plot_curves
 
 log = logging.getLogger(__name__)
 
@@ -31,14 +31,20 @@ def build_from_experiment(exp_dir: str | Path, **overrides):
     return cls(**init)
 
 
-def merge_experiment(exp_dir: str | Path, out_dir: str | Path, policy: str = "best", k: int = 3) -> dict[str, Choice]:
-    """Assemble the adapter bundle ``out_dir`` from ``exp_dir``'s checkpoints under ``policy``.
+def merge_experiment(
+    exp_dir: str | Path | list[str | Path], out_dir: str | Path, policy: str = "best", k: int = 3
+) -> dict[str, Choice]:
+    """Assemble the adapter bundle ``out_dir`` from the checkpoints of one or more runs.
 
+    Several runs (e.g. the teacher and student generations of noisy-student training, which
+    share the adapter layout) are pooled: a locale may take its adapter from any of them.
     Writes the bundle (per-locale adapter files), ``provenance.json`` (locale -> step(s),
-    dev WER) and ``dev_wer_curves.png`` with the chosen peaks marked.
+    checkpoint, dev WER) and ``dev_wer_curves.png`` with the chosen peaks marked.
     """
-    exp_dir, out_dir = Path(exp_dir), Path(out_dir)
-    hist = load_history(exp_dir)
+    exps = [Path(e) for e in (exp_dir if isinstance(exp_dir, list | tuple) else [exp_dir])]
+    out_dir = Path(out_dir)
+    hist = load_histories(exps)
+    exp_dir = exps[-1]
     module = build_from_experiment(exp_dir, init_adapters=None)
     if module.hparams.full_finetune:
         raise ValueError(f"{exp_dir} is a full fine-tuning run: there are no per-locale adapters to merge")
@@ -54,12 +60,12 @@ def merge_experiment(exp_dir: str | Path, out_dir: str | Path, policy: str = "be
     if shared and policy in ("best", "avg-top-k"):
         log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
     shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
-    state = assemble_state(exp_dir / "checkpoints", choices, locale_keys, shared_ckpt)
+    state = assemble_state("", choices, locale_keys, shared_ckpt)  # ckpts are full paths
     module.load_state_dict(state, strict=True)
     provenance = {
         "policy": policy,
         "k": k if policy == "avg-top-k" else None,
-        "experiment": str(exp_dir),
+        "experiments": [str(e) for e in exps],
         "shared_from": shared_ckpt if shared else None,
         "locales": {c.locale: {"steps": list(c.steps), "ckpts": list(c.ckpts), "dev_wer": c.dev_wer}
                     for c in choices.values()},

@@ -54,6 +54,25 @@ def load_history(exp_or_ckpt_dir: str | Path) -> History:
     return sorted(hist, key=lambda r: r["step"])
 
 
+def load_histories(exps: list[str | Path]) -> History:
+    """Concatenated histories of successive runs (e.g. noisy-student generations).
+
+    Steps are made global (each run's steps offset by the previous runs' last step) so the
+    curves read left to right, and each record's ``ckpt`` becomes a full path, so a locale
+    can take its adapter from any generation's checkpoint.
+    """
+    out: History = []
+    offset = 0
+    for exp in exps:
+        d = Path(exp)
+        ckpt_dir = d / "checkpoints" if (d / "checkpoints" / "history.jsonl").exists() else d
+        hist = load_history(d)
+        out += [dict(r, step=r["step"] + offset, run_step=r["step"], ckpt=str(ckpt_dir / r["ckpt"]), exp=str(d))
+                for r in hist]
+        offset = out[-1]["step"]
+    return out
+
+
 def history_locales(hist: History) -> list[str]:
     return sorted({loc for r in hist for loc in r["locales"]})
 

@@ -43,3 +43,20 @@ def test_assemble_takes_each_locale_from_its_checkpoint(tmp_path):
     assert state["shared"].tolist() == [101.0, 101.0]
     avg = assemble_state(tmp_path, choose(HIST, "avg-top-k", k=2), keys, shared_from="b.ckpt")
     assert avg["el.w"].tolist() == [2.0, 2.0]  # mean of steps 200 (1.0) and 400 (3.0)
+
+
+def test_histories_of_generations_are_pooled(tmp_path):
+    """A locale whose student never beats its teacher keeps the teacher's checkpoint."""
+    import json
+
+    from asr_adapt.training.ckpt_merge import load_histories
+
+    for run, recs in (("gen0", HIST[:2]), ("gen1", [dict(HIST[2], step=50), dict(HIST[3], step=100)])):
+        d = tmp_path / run / "checkpoints"
+        d.mkdir(parents=True)
+        (d / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    hist = load_histories([tmp_path / "gen0", tmp_path / "gen1"])
+    assert [r["step"] for r in hist] == [100, 200, 250, 300]  # gen1 steps offset by gen0's last
+    ch = choose(hist, "best")
+    assert ch["el"].ckpts == (str(tmp_path / "gen0" / "checkpoints" / "b.ckpt"),)  # 30.0 in the teacher
+    assert ch["uk"].ckpts == (str(tmp_path / "gen1" / "checkpoints" / "c.ckpt"),)  # 40.0, latest

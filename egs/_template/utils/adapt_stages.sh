@@ -34,9 +34,10 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
   fi
 }
 
-merge() {  # merge EXP OUT [policy]
+merge() {  # merge "EXP [EXP...]" OUT [policy]
   if need_run "$2/.done"; then
-    asr-adapt merge "$1" -o "$2" --policy "${3:-best}" --overwrite
+    # shellcheck disable=SC2086  # $1 is a list of runs
+    asr-adapt merge $1 -o "$2" --policy "${3:-best}" --overwrite
     touch "$2/.done"
   fi
 }
@@ -84,8 +85,12 @@ if [ "${compare_systems:-false}" = true ]; then
 fi
 
 if should_run 30; then
-  log "stage 30: checkpoint-wise merge of $final"
-  merge "$exp/$final" "$exp/$final/merged" best
+  # Checkpoint-wise merge over every generation's checkpoints: a locale whose student never
+  # beat its teacher keeps the teacher's adapter.
+  runs=""
+  for g in $(seq 0 "$generations"); do runs+=" $exp/lda_gen$g"; done
+  log "stage 30: checkpoint-wise merge of$runs"
+  merge "$runs" "$exp/$final/merged" best
   if [ "${compare_systems:-false}" = true ]; then
     for a in $adapters; do [ "${a}_gen0" != "$final" ] && merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged" best; done
     merge "$exp/$final" "$exp/$final/last" last
