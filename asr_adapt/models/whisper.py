@@ -178,7 +178,35 @@ class WhisperBackbone(Backbone):
         kwargs.setdefault("suppress_tokens", list(getattr(gen, "suppress_tokens", None) or []))
         kwargs.setdefault("begin_suppress_tokens", list(getattr(gen, "begin_suppress_tokens", None) or []))
         kwargs.setdefault("name", str(name_or_dir))
-        return cls(model, tokenizer, **kwargs).to(device)
+        backbone = cls(model, tokenizer, **kwargs).to(device)
+        backbone.source_dir = path
+        return backbone
+
+    def save_pretrained(self, out: str | Path) -> None:
+        """Write the (possibly fine-tuned) model as a Hugging Face Whisper directory, atomically.
+
+        Tokenizer, generation and feature-extractor configs come from the directory the
+        model was loaded from, so the result loads anywhere the original did.
+        """
+        import shutil
+        import tempfile
+
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+        try:
+            self.hf.save_pretrained(str(tmp))
+            self.tokenizer.save_pretrained(str(tmp))
+            src = getattr(self, "source_dir", None)
+            for name in ("generation_config.json", "preprocessor_config.json"):
+                if src is not None and (Path(src) / name).is_file():
+                    shutil.copy2(Path(src) / name, tmp / name)
+            if out.exists():
+                shutil.rmtree(out)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
     def decoding_options(self, **overrides):
         """:class:`asr_adapt.decoding.options.DecodingOptions` with ``overrides`` applied."""

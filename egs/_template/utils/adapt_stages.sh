@@ -80,7 +80,11 @@ final="lda_gen$generations"
 # alternatives to checkpoint-wise merging (last; best macro-average) are decoded too.
 systems="zeroshot= adapted=$exp/$final/merged"
 if [ "${compare_systems:-false}" = true ]; then
-  for a in $adapters; do [ "${a}_gen0" != "$final" ] && systems+=" ${a}_gen0=$exp/${a}_gen0/merged"; done
+  for a in $adapters; do
+    [ "${a}_gen0" = "$final" ] && continue
+    # Full fine-tuning has no adapters: its best checkpoint is exported as a whole model.
+    if [ "$a" = full ]; then systems+=" full_gen0=model:$exp/full_gen0/model"; else systems+=" ${a}_gen0=$exp/${a}_gen0/merged"; fi
+  done
   systems+=" ${final}_last=$exp/$final/last ${final}_best_single=$exp/$final/best_single"
 fi
 
@@ -92,7 +96,18 @@ if should_run 30; then
   log "stage 30: checkpoint-wise merge of$runs"
   merge "$runs" "$exp/$final/merged" best
   if [ "${compare_systems:-false}" = true ]; then
-    for a in $adapters; do [ "${a}_gen0" != "$final" ] && merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged" best; done
+    for a in $adapters; do
+      [ "${a}_gen0" = "$final" ] && continue
+      if [ "$a" = full ]; then
+        if need_run "$exp/full_gen0/model/.done"; then
+          asr-adapt init-model --backbone whisper --from-experiment "$exp/full_gen0" --pick best \
+            --init-dir "$model" -o "$exp/full_gen0/model" --overwrite
+          touch "$exp/full_gen0/model/.done"
+        fi
+      else
+        merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged" best
+      fi
+    done
     merge "$exp/$final" "$exp/$final/last" last
     merge "$exp/$final" "$exp/$final/best_single" best-macro
   fi
@@ -103,11 +118,15 @@ if should_run 40; then
     sys=${entry%%=*} bundle=${entry#*=}
     out="$exp/decode_${sys}_test"
     if need_run "$out/.done"; then
-      extra=""
-      [ -n "$bundle" ] && extra="--adapters $bundle --min-window $window"
+      extra="--model $model"
+      case "$bundle" in
+        "") ;;
+        model:*) extra="--model ${bundle#model:} --min-window $window" ;;  # a whole fine-tuned model
+        *) extra="--model $model --adapters $bundle --min-window $window" ;;
+      esac
       log "stage 40: decode test ($sys)"
       # shellcheck disable=SC2086
-      asr-adapt decode "$data/test" -o "$out" --model "$model" --batch-size 8 $extra
+      asr-adapt decode "$data/test" -o "$out" --batch-size 8 $extra
       touch "$out/.done"
     fi
   done
