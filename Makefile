@@ -22,7 +22,7 @@ demo: setup
 	cd egs/synth_tail/asr1 && ./run.sh --quick true
 
 test: setup
-	$(VENV)/bin/python -m pytest -q -x --timeout 900 -p no:cacheprovider tests
+	$(VENV)/bin/python -m pytest -q --timeout 900 -p no:cacheprovider tests
 
 test-slow: setup
 	$(VENV)/bin/python -m pytest -q -m slow --timeout 3600 tests

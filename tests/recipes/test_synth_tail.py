@@ -44,17 +44,20 @@ def check_report(exp: Path, tail: list[str], head: list[str]) -> None:
     assert (exp / "lda_gen1" / "merged" / "dev_wer_curves.png").exists()
 
 
+SMALL = (
+    "--tail-locales", "el-GR", "--head-locales", "en-US", "--utts-per-locale", "6",
+    "--train-utts", "24", "--tail-fraction", "1.0", "--adapters", "lda", "--max-steps", "16",
+    "--val-every", "8", "--student-steps", "8", "--window", "4", "--batch-seconds", "16",
+    "--compare-systems", "false",
+)
+
+
 def test_small_recipe(tmp_path):
-    out = run_recipe(
-        tmp_path, "--tail-locales", "el-GR", "--head-locales", "en-US", "--utts-per-locale", "6",
-        "--train-utts", "24", "--tail-fraction", "1.0", "--adapters", "lda", "--max-steps", "16",
-        "--val-every", "8", "--student-steps", "8", "--window", "4", "--batch-seconds", "16",
-        "--compare-systems", "false",
-    )
+    out = run_recipe(tmp_path, *SMALL)
     assert "stage 42" in out
     check_report(tmp_path / "exp", ["el-GR"], ["en-US"])
     # Re-running a finished recipe redoes nothing; --stage 41 re-runs only scoring.
-    again = run_recipe(tmp_path, "--tail-locales", "el-GR", "--head-locales", "en-US", "--stage", "41")
+    again = run_recipe(tmp_path, *SMALL, "--stage", "41")
     assert "stage 41" in again and "train lda" not in again and "stage 40" not in again
 
 
