@@ -31,6 +31,7 @@ class Recognizer:
     def __init__(self, backbone, family: str) -> None:
         self.backbone = backbone
         self.family = family
+        self.hints: dict[str, Any] = {}  # decoding settings the loaded adapters were trained for
 
     def attach(self, adapter: str, locales: Sequence[str], **conf: Any) -> None:
         """Attach fresh (identity) adapters of type ``adapter`` for ``locales``."""
@@ -40,9 +41,11 @@ class Recognizer:
 
     def load_adapters(self, path: str | os.PathLike) -> list[str]:
         """Load an adapter bundle (checks it was trained on this base); returns its locales."""
-        from asr_adapt.adapters import load_adapters, model_fingerprint
+        from asr_adapt.adapters import decode_hints, load_adapters, model_fingerprint
 
-        return load_adapters(self.backbone, path, model_fingerprint(self.backbone), self.backbone.injection_points())
+        locales = load_adapters(self.backbone, path, model_fingerprint(self.backbone), self.backbone.injection_points())
+        self.hints.update(decode_hints(path))
+        return locales
 
     def transcribe(
         self,
@@ -57,7 +60,8 @@ class Recognizer:
             audio: one path or a list of paths.
             lang: a locale for all files, one per file, or ``None`` (language identification
                 where the backbone supports it). Each file goes through its locale's adapter.
-            options: decoding options of the backbone family (e.g. ``beam_size=4``).
+            options: decoding options of the backbone family (e.g. ``beam_size=4``); by default
+                the settings recorded with the loaded adapters (their training window) apply.
         """
         from asr_adapt import routing
         from asr_adapt.data.audio import load_audio
@@ -66,7 +70,7 @@ class Recognizer:
         langs = list(lang) if isinstance(lang, list | tuple) else [lang] * len(paths)
         if len(langs) != len(paths):
             raise ValueError(f"{len(paths)} files but {len(langs)} locales")
-        opts = self.backbone.decoding_options(**options)
+        opts = self.backbone.decoding_options(**{**self.hints, **options})
         out: list[Hypothesis] = []
         for i in range(0, len(paths), batch_size):
             wavs = [load_audio(p) for p in paths[i : i + batch_size]]

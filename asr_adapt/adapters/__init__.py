@@ -29,7 +29,7 @@ from asr_adapt.adapters.inject import (
     model_fingerprint,
     regularization_loss,
 )
-from asr_adapt.adapters.io import AdapterMismatchError, load_adapters, read_meta, save_adapters
+from asr_adapt.adapters.io import AdapterMismatchError, decode_hints, load_adapters, read_meta, save_adapters
 from asr_adapt.adapters.locales import resolve_locale
 from asr_adapt.adapters.merge import merge_locale, merge_weight, unmerge
 from asr_adapt.adapters.registry import (
@@ -55,6 +55,7 @@ __all__ = [
     "attach_adapters",
     "attached_sets",
     "build_config",
+    "decode_hints",
     "count_base_params",
     "detach_adapters",
     "format_info",

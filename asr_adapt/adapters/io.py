@@ -189,3 +189,17 @@ def load_adapters(
             loaded.add(loc)
         load_adapter_state_dict(model, state, strict=True)
     return sorted(loaded)
+
+
+def decode_hints(path: str | Path) -> dict:
+    """Decoding settings the adapters in ``path`` were trained for (e.g. Whisper's encoder
+    ``min_window_s``), recorded at save time under each locale's ``provenance["decode"]``.
+
+    Adapters learn the context they are trained at, so a decoder should use these for the
+    rows the adapters serve, and its own defaults for every other row.
+    """
+    hints: dict = {}
+    for entry in read_meta(Path(path))["sets"].values():
+        for loc in entry["locales"].values():
+            hints.update((loc.get("provenance") or {}).get("decode") or {})
+    return hints

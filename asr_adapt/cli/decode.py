@@ -32,9 +32,8 @@ def register(subparsers) -> None:
     p.add_argument("--context", choices=("dynamic", "full"), default="dynamic",
                    help="dynamic: encoder on the real length (fast); full: stock 30 s padding")
     p.add_argument("--min-window", type=float, default=None,
-                   help="dynamic context: shortest encoder window in seconds (default 10). With --adapters it "
-                   "applies to rows an adapter serves (use the window the adapters were trained at); other "
-                   "rows keep the default, exactly as the base model decodes them")
+                   help="dynamic context: shortest encoder window in seconds (default 10). Rows served by "
+                   "--adapters use the window recorded in the bundle (the one they were trained at)")
     p.add_argument("--fallback", default=None, help="what to do with looping pieces: full_context (default) or none")
     p.add_argument("--max-new-tokens", type=int, default=None, help="hard cap on tokens per ≤30 s piece")
     p.add_argument("--task", choices=("transcribe", "translate"), default="transcribe")
@@ -74,11 +73,14 @@ def run(args: argparse.Namespace) -> int:
         _load_adapters(backbone, args.adapters)
     overrides = _family_overrides(backbone, args)
     options = backbone.decoding_options(**overrides)
-    # --min-window is the window the adapters were trained at; rows no adapter serves keep
-    # the base model's default window, so they decode exactly as the unadapted base does.
+    # Rows an adapter serves decode with the settings the adapters were trained for (recorded
+    # in the bundle, e.g. a short encoder window); every other row decodes exactly as the
+    # base model does with this command line.
     base_options = None
-    if args.adapters and "min_window_s" in overrides:
-        base_options = backbone.decoding_options(**{k: v for k, v in overrides.items() if k != "min_window_s"})
+    if args.adapters:
+        hints = _adapter_hints(args.adapters, options)
+        if hints:
+            base_options, options = options, backbone.decoding_options(**{**overrides, **hints})
     root = args.input if Path(args.input).is_dir() and not (Path(args.input) / "wav.scp").exists() else None
     try:
         summary = decode_utterances(
@@ -118,6 +120,18 @@ def _family_overrides(backbone, args) -> dict:
     if "method" in known and args.beam_size > 1:  # transducer: beam size selects modified beam search
         out["method"] = "modified_beam"
     return out
+
+
+def _adapter_hints(path: str, options) -> dict:
+    import dataclasses
+
+    from asr_adapt.adapters import decode_hints
+
+    known = {f.name for f in dataclasses.fields(options)}
+    hints = {k: v for k, v in decode_hints(path).items() if k in known}
+    if hints:
+        log.info("rows served by the adapters decode with %s (as trained)", hints)
+    return hints
 
 
 def _read_input(path: str, lang: str | None):

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapters", help="teacher adapter bundle (from `asr-adapt merge` or training)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s); use the window the "
-                   "teacher's adapters were trained at")
+    p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s); default: the window the "
+                   "teacher's adapters were trained at (recorded in the bundle)")
     p.add_argument("--min-confidence", type=float, help="drop below this mean token log-prob")
     p.add_argument("--keep-top-percent", type=float, help="per locale, keep this top %% by confidence")
     p.add_argument("--min-cps", type=float, default=2.0, help="min characters per second")
@@ -54,6 +54,10 @@ def run(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     backbone = load_teacher(args.backbone, args.model, args.adapters)
     overrides = {"beam_size": args.beam_size}
+    if args.adapters:  # the teacher decodes at the window its adapters were trained at
+        from asr_adapt.adapters import decode_hints
+
+        overrides.update(decode_hints(args.adapters))
     if args.min_window is not None:
         overrides["min_window_s"] = args.min_window
     options = backbone.decoding_options(**overrides)

@@ -70,8 +70,11 @@ def merge_experiment(
         "locales": {c.locale: {"steps": list(c.steps), "ckpts": list(c.ckpts), "dev_wer": c.dev_wer}
                     for c in choices.values()},
     }
+    # The encoder window the adapters were trained at: decoders use it for the rows they serve.
+    window = getattr(module.backbone, "train_min_window_s", None)
+    hints = {"min_window_s": window} if window is not None else {}
     save_adapters(module.backbone, out_dir, module.base_fingerprint, locales=locales,
-                  extra_meta={"provenance": provenance})
+                  extra_meta={"provenance": provenance, "decode": hints})
     atomic_write_json(out_dir / "provenance.json", provenance)
     plot_curves(hist, choices, out_dir / "dev_wer_curves.png")
     return choices

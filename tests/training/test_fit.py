@@ -78,6 +78,9 @@ def test_fit_resume_merge(setup):
     prov = json.loads((root / "bundle" / "provenance.json").read_text())
     assert set(prov["locales"]) == {"el-GR", "uk-UA"}
     assert (root / "bundle" / "dev_wer_curves.png").stat().st_size > 1000
+    from asr_adapt.adapters import decode_hints
+
+    assert decode_hints(root / "bundle") == {"min_window_s": 10.0}  # the window it was trained at
     teacher = load_teacher("whisper", str(root / "tiny"), str(root / "bundle"))
     assert set(adapter_locales(teacher)) == {"el-GR", "uk-UA"}
 

@@ -62,7 +62,7 @@ if should_run 20; then
     if need_run "$exp/pl_gen$g/.done"; then
       log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
       asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --model "$model" \
-        --adapters "$teacher/bundle" --min-window "$window" --keep-top-percent 80
+        --adapters "$teacher/bundle" --keep-top-percent 80
       touch "$exp/pl_gen$g/.done"
     fi
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
@@ -122,7 +122,7 @@ if should_run 40; then
       case "$bundle" in
         "") ;;
         model:*) extra="--model ${bundle#model:} --min-window $window" ;;  # a whole fine-tuned model
-        *) extra="--model $model --adapters $bundle --min-window $window" ;;
+        *) extra="--model $model --adapters $bundle" ;;  # the bundle records its training window
       esac
       log "stage 40: decode test ($sys)"
       # shellcheck disable=SC2086
