@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from asr_adapt.decoding.runner import decode_utterances
     from asr_adapt.decoding.writers import parse_formats
     from asr_adapt.fileio import LockError
-    from asr_adapt.models.base import BACKBONES
+    from asr_adapt.models.base import backbone_class
 
     try:
         formats = parse_formats(args.format)
@@ -67,8 +67,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     utterances = _read_input(args.input, None if args.lang == "auto" else args.lang)
-    _ensure_backbone_registered(args.backbone)
-    backbone = BACKBONES.get(args.backbone).from_pretrained(args.model, device=args.device)
+    backbone = backbone_class(args.backbone).from_pretrained(args.model, device=args.device)
     if args.adapters:
         _load_adapters(backbone, args.adapters)
     overrides = _family_overrides(backbone, args)
@@ -143,17 +142,6 @@ def _read_input(path: str, lang: str | None):
     if not utts:
         raise SystemExit(f"error: no utterances found in {path}")
     return utts
-
-
-def _ensure_backbone_registered(name: str) -> None:
-    # Backbones register on import; import the family's module so its name is known.
-    import importlib
-
-    try:
-        importlib.import_module(f"asr_adapt.models.{name}")
-    except ModuleNotFoundError as e:
-        if e.name != f"asr_adapt.models.{name}":
-            raise
 
 
 def _load_adapters(backbone, path: str) -> None:

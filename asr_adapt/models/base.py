@@ -106,3 +106,20 @@ def base_fingerprint(module: nn.Module, exclude=lambda name: False) -> str:
 
 
 BACKBONES: Registry[type[Backbone]] = Registry("backbone")
+
+
+def backbone_class(family: str) -> type[Backbone]:
+    """The backbone class registered as ``family``, importing its module first.
+
+    Backbones register themselves when ``asr_adapt.models.<family>`` is imported; importing
+    it here keeps start-up cheap (no family loads torch models it does not need) and makes
+    any registered name usable from the CLI and configs. Unknown names list the known ones.
+    """
+    import importlib
+
+    try:
+        importlib.import_module(f"asr_adapt.models.{family}")
+    except ModuleNotFoundError as e:
+        if e.name != f"asr_adapt.models.{family}":
+            raise
+    return BACKBONES.get(family)

@@ -20,7 +20,6 @@ policies (``best`` macro dev CER, ``last``) in :data:`PICKS`.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 import math
@@ -138,7 +137,6 @@ def export_checkpoint(ckpt_path: str | Path, init_dir: str | Path, out: str | Pa
     from asr_adapt.training.module import load_backbone
 
     state, meta = checkpoint_state(ckpt_path)
-    importlib.import_module(f"asr_adapt.models.{family}")
     model = load_backbone(family, str(init_dir))
     params = {n for n, _ in model.named_parameters()}
     missing, unexpected = params - set(state), set(state) - set(model.state_dict())

@@ -12,7 +12,6 @@ adapter-only file plus optimizer state, and the frozen base is reloaded from its
 
 from __future__ import annotations
 
-import importlib
 import logging
 import math
 from collections.abc import Mapping
@@ -31,7 +30,7 @@ from asr_adapt.adapters import (
     model_fingerprint,
     regularization_loss,
 )
-from asr_adapt.models.base import BACKBONES, Backbone
+from asr_adapt.models.base import Backbone, backbone_class
 from asr_adapt.registry import Registry
 from asr_adapt.training.augment import AugmentConfig, spec_augment
 from asr_adapt.training.metrics import LocaleAccumulator
@@ -50,8 +49,7 @@ def load_backbone(family: str, model: str, **kwargs: Any) -> Backbone:
 
     ``kwargs`` go to the family's ``from_pretrained`` (e.g. Whisper's ``train_min_window_s``).
     """
-    importlib.import_module(f"asr_adapt.models.{family}")
-    return BACKBONES.get(family).from_pretrained(model, **kwargs)
+    return backbone_class(family).from_pretrained(model, **kwargs)
 
 
 class AdaptationModule(L.LightningModule):
