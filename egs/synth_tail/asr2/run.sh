@@ -15,6 +15,7 @@
 #
 # Usage: ./run.sh [--quick true] [--stage N] [--stop-stage N] [--overwrite true]
 #                 [--max-time DD:HH:MM:SS] [--teacher-model whisper-base --teacher-adapters DIR]
+#                 [--trainer-conf ../../../recipes/common/trainer_gpu.yaml] [--pretrain-args "..."]
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -49,6 +50,8 @@ stream_chunks=160,320,640
 data=data
 exp=exp
 nj=2
+trainer_conf=../../../recipes/common/trainer_cpu.yaml   # trainer_gpu.yaml: one GPU, bf16
+pretrain_args=""        # extra LightningCLI arguments for stage 10, e.g. "--data.num_workers 8"
 help_message="Usage: $0 [options]   (stages: 0-9 data/tokenizer/init, 10-19 pretrain/export/LDA, 20-29 pseudo-labels, 30-39 merge, 40-49 decode/score)"
 . utils/parse_options.sh
 
@@ -110,7 +113,7 @@ if should_run 10 && need_run "$exp/pretrain/.done"; then
   extra=""
   [ -n "$max_time" ] && extra="--trainer.max_time $max_time"
   # shellcheck disable=SC2086
-  asr-adapt train fit --config ../../../recipes/common/trainer_cpu.yaml \
+  asr-adapt train fit --config "$trainer_conf" \
     --config ../../../recipes/transducer/pretrain.yaml \
     --model.init_args.model "$exp/foundation_init" --model.init_args.locales "$head_list" \
     --model.init_args.lr_scheduler.init_args.total_steps "$pretrain_steps" \
@@ -119,7 +122,7 @@ if should_run 10 && need_run "$exp/pretrain/.done"; then
     --data.max_batch_seconds "$batch_seconds" \
     --trainer.max_steps "$pretrain_steps" --trainer.val_check_interval "$pretrain_val_every" \
     --trainer.limit_val_batches "$val_batches" \
-    --trainer.default_root_dir "$exp/pretrain" $extra $resume
+    --trainer.default_root_dir "$exp/pretrain" $extra $pretrain_args $resume
   touch "$exp/pretrain/.done"
 fi
 
@@ -137,7 +140,7 @@ train_lda() {  # train_lda NAME [extra LightningCLI args...]
     log "train $name (LDA on the frozen foundation, first_pass + second_pass)"
     local resume=""
     [ -f "$exp/$name/checkpoints/last.ckpt" ] && resume="--resume"
-    asr-adapt train fit --config ../../../recipes/common/trainer_cpu.yaml \
+    asr-adapt train fit --config "$trainer_conf" \
       --config ../../../recipes/transducer/lda.yaml \
       --model.init_args.model "$foundation" --model.init_args.locales "$tail_list" \
       --model.init_args.lr_scheduler.init_args.total_steps "$lda_steps" \
