@@ -37,15 +37,43 @@ class Recognizer:
         """Attach fresh (identity) adapters of type ``adapter`` for ``locales``."""
         from asr_adapt.adapters import attach_adapters, build_config
 
+        self._check_float("attaching adapters")
         attach_adapters(self.backbone, self.backbone.injection_points(), adapter, build_config(adapter, conf), list(locales))
 
     def load_adapters(self, path: str | os.PathLike) -> list[str]:
         """Load an adapter bundle (checks it was trained on this base); returns its locales."""
         from asr_adapt.adapters import decode_hints, load_adapters, model_fingerprint
 
+        self._check_float("loading adapters")
         locales = load_adapters(self.backbone, path, model_fingerprint(self.backbone), self.backbone.injection_points())
         self.hints.update(decode_hints(path))
         return locales
+
+    def set_compute_type(self, name: str) -> None:
+        """Run the base model's linear layers in ``name`` (``"float32"``, ``"int8"``: CPU only).
+
+        Inference only and one way; attach or load adapters first (see
+        :meth:`asr_adapt.models.whisper.WhisperBackbone.set_compute_type`).
+        """
+        from asr_adapt.models.whisper_compute import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE
+
+        COMPUTE_TYPES.get(name)  # unknown names fail here, with the known ones
+        convert = getattr(self.backbone, "set_compute_type", None)
+        if convert is not None:
+            convert(name)
+        elif name != DEFAULT_COMPUTE_TYPE:
+            raise ValueError(f"compute type {name!r} is not available for the {self.family} backbone")
+
+    def _check_float(self, what: str) -> None:
+        from asr_adapt.models.whisper_compute import DEFAULT_COMPUTE_TYPE
+
+        current = getattr(self.backbone, "compute_type", DEFAULT_COMPUTE_TYPE)
+        if current != DEFAULT_COMPUTE_TYPE:
+            # Bundles are checked against the float32 weights, and converting replaced them.
+            raise RuntimeError(
+                f"{what} needs the float32 model, but it runs in {current}; load the adapters first: "
+                f"load_model(..., adapters=..., compute_type={current!r})"
+            )
 
     def transcribe(
         self,
@@ -81,13 +109,18 @@ class Recognizer:
 
 
 def load_model(model: str = "whisper-base", family: str = "whisper", adapters: str | os.PathLike | None = None,
-               **backbone_kwargs: Any) -> Recognizer:
-    """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters."""
+               compute_type: str = "float32", **backbone_kwargs: Any) -> Recognizer:
+    """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters.
+
+    compute_type: ``"int8"`` runs the base's linear layers in int8 on CPU (faster decoding);
+    it is applied after the adapters are loaded.
+    """
     from asr_adapt.training.module import load_backbone
 
     rec = Recognizer(load_backbone(family, model, **backbone_kwargs).eval(), family)
     if adapters:
         rec.load_adapters(adapters)
+    rec.set_compute_type(compute_type)
     return rec
 
 

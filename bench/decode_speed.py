@@ -9,7 +9,8 @@ reading are not timed; feature extraction and decoding are.
     python bench/decode_speed.py --device cuda        # where a GPU is available
 
 Systems: asr-adapt dynamic length with a 10 s and a 1 s minimum window (batch padded to its
-longest clip rounded up to 1 s; repetition guard + full-context fallback on), asr-adapt at
+longest clip rounded up to 1 s; repetition guard + full-context fallback on), the 10 s one
+again with ``compute_type="int8"`` (int8 linear layers, CPU only), asr-adapt at
 the stock 30 s context, faster-whisper int8 and
 float32 (beam 1, no timestamps, no VAD, forced language, no temperature fallback), and the
 transformers ASR pipeline (forced language, greedy).
@@ -100,12 +101,13 @@ def build_ct2_dir(work: Path) -> Path:
     return d
 
 
-def run_asr_adapt(items, wavs, device, batch_size, **overrides) -> tuple[list[str], float]:
+def run_asr_adapt(items, wavs, device, batch_size, compute_type="float32", **overrides) -> tuple[list[str], float]:
     import torch
 
     from asr_adapt.models.whisper import WhisperBackbone
 
     bb = WhisperBackbone.from_pretrained("whisper-base", device=device)
+    bb.set_compute_type(compute_type)  # untimed, like loading: it happens once per process
     opts = bb.decoding_options(**overrides)
     order = sorted(range(len(items)), key=lambda i: -len(wavs[i]))
     bb.transcribe_batch([wavs[order[0]]], [items[order[0]]["lang"]], opts)  # warm-up
@@ -189,12 +191,17 @@ def main(argv: list[str] | None = None) -> int:
     fw_device = "cuda" if args.device.startswith("cuda") else "cpu"
     systems: dict[str, Callable] = {
         "asr-adapt dynamic min 10 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, min_window_s=10.0),
+        "asr-adapt dynamic int8": lambda: run_asr_adapt(
+            items, wavs, args.device, args.batch_size, compute_type="int8", min_window_s=10.0
+        ),
         "asr-adapt dynamic min 1 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, min_window_s=1.0),
         "asr-adapt full 30 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, context="full"),
         "faster-whisper int8": lambda: run_faster_whisper(items, wavs, fw_device, "int8", args.threads, work),
         "faster-whisper float32": lambda: run_faster_whisper(items, wavs, fw_device, "float32", args.threads, work),
         "transformers pipeline": lambda: run_hf_pipeline(items, wavs, args.device, args.batch_size),
     }
+    if args.device != "cpu":
+        del systems["asr-adapt dynamic int8"]  # PyTorch's dynamic int8 linears are CPU kernels
     chosen = list(systems) if args.systems == "all" else [s.strip() for s in args.systems.split(",")]
     results = {}
     for name in chosen:

@@ -29,6 +29,7 @@ from torch import nn
 
 from asr_adapt.data.types import language_of
 from asr_adapt.models.base import BACKBONES, Backbone, Hypothesis, InjectionPoints
+from asr_adapt.models.whisper_compute import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE, convertible, replace_modules
 from asr_adapt.models.whisper_features import (
     DEFAULT_MIN_WINDOW_S,
     DEFAULT_WINDOW_STEP_S,
@@ -146,6 +147,7 @@ class WhisperBackbone(Backbone):
         self.train_min_window_s = train_min_window_s
         self.lang_aliases = dict(lang_aliases or {})
         self.name = name or getattr(model.config, "_name_or_path", "") or "whisper"
+        self.compute_type = DEFAULT_COMPUTE_TYPE
         window_samples(1, train_context)  # validates the context name
         self.requires_grad_(False)
         self.eval()
@@ -191,6 +193,7 @@ class WhisperBackbone(Backbone):
         import shutil
         import tempfile
 
+        self._require_float("saving")
         out = Path(out)
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
@@ -215,6 +218,41 @@ class WhisperBackbone(Backbone):
 
         return DecodingOptions(**overrides)
 
+    def set_compute_type(self, name: str) -> list[str]:
+        """Run the base linear layers in compute type ``name`` (``"float32"``, ``"int8"``), in place.
+
+        For inference only, and one way: attach or load adapters first (their bundles are
+        checked against the float32 weights), then convert. Linear layers that carry an
+        adapter (unmerged LoRA/S2-LoRA) keep float32 so the adapter stays exact and can still
+        merge; block adapters (LDA) keep working on converted blocks. A locale merged in
+        place keeps its hooks, so its linears stay float32 as well; for full int8 speed with
+        LoRA, export the merged model (plain weights, no adapters) and load that.
+
+        Returns the names of the base linear layers left in float32 because of adapters.
+        """
+        ctype = COMPUTE_TYPES.get(name)
+        if name == self.compute_type:
+            return []
+        if self.compute_type != DEFAULT_COMPUTE_TYPE:
+            raise ValueError(f"the model already runs in {self.compute_type}; load it again to use {name}")
+        ctype.check(self.device)
+        base = [n for names in self.injection_points().linears.values() for n in names] + ["proj_out"]
+        convert, keep = convertible(self, base)
+        replace_modules(self, convert, ctype.convert)
+        # proj_out sits on the HF wrapper too (the backbone only shares it): keep them one module.
+        self.hf.proj_out = self.proj_out
+        self.compute_type = name
+        if keep:
+            log.info("%d of %d linear layers carry adapters and stay float32", len(keep), len(base))
+        return keep
+
+    def _require_float(self, what: str) -> None:
+        if self.compute_type != DEFAULT_COMPUTE_TYPE:
+            raise RuntimeError(
+                f"{what} needs the float32 model, but it runs in {self.compute_type} (inference only); "
+                "load the model again without converting it"
+            )
+
     # ------------------------------------------------------------------ interface
     def injection_points(self) -> InjectionPoints:
         enc = [f"encoder.layers.{i}" for i in range(len(self.encoder.layers))]
@@ -236,7 +274,8 @@ class WhisperBackbone(Backbone):
 
     @property
     def device(self) -> torch.device:
-        return self.proj_out.weight.device
+        # The token embedding, not proj_out: an int8 proj_out holds packed weights, no ``.weight``.
+        return self.decoder.embed_tokens.weight.device
 
     # ------------------------------------------------------------------ primitives
     def features(
@@ -323,6 +362,7 @@ class WhisperBackbone(Backbone):
         """
         if not (len(wavs) == len(texts) == len(langs)):
             raise ValueError("wavs, texts and langs must have the same length")
+        self._require_float("training")
         feats = self.features(wavs, self.train_context, self.train_min_window_s).to(self.device)
         enc = self.encode(feats)
         inputs, labels = self.teacher_forcing(texts, langs)

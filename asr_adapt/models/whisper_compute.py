@@ -1,0 +1,172 @@
+"""Compute types for inference: the precision the frozen Whisper's linear layers run in.
+
+``float32`` is the model as loaded. ``int8`` is the analogue of CTranslate2's
+``compute_type="int8"``: every base ``nn.Linear`` (attention and feed-forward projections
+of all blocks, and the vocabulary projection) becomes an :class:`Int8Linear` with int8
+weights, one scale per output channel, and activations quantised on the fly with one
+scale per row (token). Decoding on CPU is dominated by these GEMMs and GEMVs
+(bench/RESULTS.md, "Decode speed"); int8 runs them about 4x faster there.
+
+Why per-row activation scales: Whisper's activations have outliers. The input of the
+encoder's ``fc2`` reaches ~100 where its mean is ~0.08, always in a few tokens and
+channels. PyTorch's stock dynamic quantisation uses one scale per tensor, so one outlier
+token sets the step for every token of the batch. On whisper-base (16 short utterances,
+teacher-forced on the float32 transcripts) that agreed with float32 on only 66 % of the
+next-token argmaxes (mean KL 0.40); one scale per row agreed on 94 % (KL 0.011). Per-row
+scales are also what CTranslate2's int8 does.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from asr_adapt.registry import Registry
+
+log = logging.getLogger(__name__)
+
+
+def _runs_anywhere(device: torch.device) -> str | None:
+    return None
+
+
+@dataclass(frozen=True)
+class ComputeType:
+    """One way to run the base model's linear layers.
+
+    convert: ``nn.Linear -> nn.Module`` replacement with the same call signature, or
+        ``None`` when the loaded float32 modules are already right.
+    unavailable: ``device -> reason`` it cannot run there, or ``None`` when it can.
+    """
+
+    name: str
+    convert: Callable[[nn.Linear], nn.Module] | None = None
+    unavailable: Callable[[torch.device], str | None] = _runs_anywhere
+
+    def check(self, device: torch.device) -> None:
+        """Raise ``ValueError`` (one line, what to do) when this type cannot run on ``device``."""
+        reason = self.unavailable(device)
+        if reason is not None:
+            raise ValueError(f"compute type {self.name!r}: {reason}")
+
+
+COMPUTE_TYPES: Registry[ComputeType] = Registry("compute type")
+"""name -> :class:`ComputeType`; ``asr-adapt decode --compute-type`` accepts these names."""
+DEFAULT_COMPUTE_TYPE = "float32"
+
+
+def _int8_unavailable(device: torch.device) -> str | None:
+    # A GPU is refused rather than silently decoding in float32: the user asked for int8
+    # for speed, and on a GPU float32 (or half precision) is the fast path anyway.
+    if device.type != "cpu":
+        return f"runs on CPU only (PyTorch's int8 linear kernels are CPU kernels), not on {device.type}; use float32"
+    engine = torch.backends.quantized.engine
+    if engine not in ("x86", "fbgemm"):
+        return f"needs PyTorch's x86/fbgemm int8 kernels, but the quantized engine here is {engine!r}; use float32"
+    return None
+
+
+@functools.cache
+def _int32_accumulation() -> bool:
+    """Whether fbgemm multiplies int8 with int32 accumulation (AVX512-VNNI) on this CPU.
+
+    Without VNNI, fbgemm's u8 x s8 instruction sums pairs of products in int16 and can
+    saturate with full 8-bit activations; PyTorch therefore quantises activations to 7 bits
+    by default. With VNNI there is no int16 step, and the 8th bit halves the rounding error
+    (next-token KL to float32 on whisper-base: 0.011 with 8 bits, 0.035 with 7). Read from
+    Linux's CPU flags; anywhere else the safe 7 bits are kept.
+    """
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return False
+    return any(line.startswith("flags") and "avx512_vnni" in line.split() for line in lines)
+
+
+def _quantize_weight(linear: nn.Linear) -> nn.Module:
+    """Bias-free dynamically quantised copy of ``linear``: int8 weight, a scale per output channel.
+
+    ``torch.ao.quantization`` is deprecated in favour of torchao, which is not a dependency;
+    the module here is still in the installed torch and is the fbgemm/x86 int8 GEMM path,
+    so its deprecation warnings are silenced for this call only.
+    """
+    from torch.ao.nn.quantized.dynamic import Linear as DynamicLinear
+    from torch.ao.quantization import per_channel_dynamic_qconfig
+
+    bare = nn.Linear(linear.in_features, linear.out_features, bias=False)
+    bare.weight = nn.Parameter(linear.weight.detach().float(), requires_grad=False)
+    bare.qconfig = per_channel_dynamic_qconfig
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"torch\.ao\.quantization is deprecated", category=DeprecationWarning)
+        warnings.filterwarnings("ignore", message=r"torch\.quantize_per_tensor, torch\.quantize_per_channel",
+                                category=UserWarning)
+        return DynamicLinear.from_float(bare)
+
+
+class Int8Linear(nn.Module):
+    """``nn.Linear`` in int8: per-output-channel weights, per-row activations.
+
+    Each row of the input is divided by its own absolute maximum, quantised with one fixed
+    scale (so a row's result never depends on the other rows of the batch: adapter-free rows
+    stay identical whatever the adapted rows do), multiplied by the int8 weights with int32
+    accumulation, and multiplied back; the bias is added in float32.
+    """
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.in_features, self.out_features = linear.in_features, linear.out_features
+        self.quantized = _quantize_weight(linear)
+        bias = None if linear.bias is None else linear.bias.detach().float().clone()
+        self.register_buffer("bias", bias)
+        # Rows scaled to [-1, 1] map to uint8 [1, 255] (8 bits) or [1, 127] (7 bits) around the zero point.
+        self.levels = 127 if _int32_accumulation() else 63
+        self.zero_point = self.levels + 1
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: (..., D_in) float32 -> (..., D_out) float32."""
+        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
+        packed = self.quantized._packed_params._packed_params
+        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+            x / scale, 1.0 / self.levels, self.zero_point, packed
+        )
+        return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
+
+    def extra_repr(self) -> str:
+        bits = 8 if self.levels == 127 else 7
+        return f"in_features={self.in_features}, out_features={self.out_features}, activations={bits}-bit per row"
+
+
+COMPUTE_TYPES.register(DEFAULT_COMPUTE_TYPE, ComputeType(DEFAULT_COMPUTE_TYPE))
+COMPUTE_TYPES.register("int8", ComputeType("int8", convert=Int8Linear, unavailable=_int8_unavailable))
+
+
+def convertible(root: nn.Module, names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Split linear-layer names into (to convert, to keep as they are).
+
+    A linear with forward hooks or child modules stays: converting replaces the module, and
+    what is attached to it (an unmerged LoRA/S2-LoRA bank and its hook, which also reads and
+    writes the module's ``weight`` when merging) would be lost or broken. Block-level
+    adapters (LDA) hook the block, not its linears, so those linears still convert.
+    """
+    modules = dict(root.named_modules())
+    convert, keep = [], []
+    for name in names:
+        mod = modules[name]
+        attached = mod._forward_hooks or mod._forward_pre_hooks or next(mod.children(), None) is not None
+        (keep if attached or not isinstance(mod, nn.Linear) else convert).append(name)
+    return convert, keep
+
+
+def replace_modules(root: nn.Module, names: Sequence[str], make: Callable[[nn.Module], nn.Module]) -> None:
+    """``root.<name> = make(root.<name>)`` for each dotted ``name``, in place."""
+    for name in names:
+        parent_name, _, child = name.rpartition(".")
+        parent = root.get_submodule(parent_name) if parent_name else root
+        setattr(parent, child, make(getattr(parent, child)))
