@@ -7,11 +7,25 @@
 * :mod:`~asr_adapt.serve.runner` - uvicorn in the foreground or on a free loopback port.
 """
 
-from asr_adapt.serve.app import BadUpload, create_app, read_audio
-from asr_adapt.serve.batcher import DynamicBatcher, QueueFull
-from asr_adapt.serve.config import ServeConfig
-from asr_adapt.serve.engine import LANGUAGE_ID, ASREngine, Request, Result
-from asr_adapt.serve.runner import serve_forever, serve_in_thread
+
+from importlib import import_module
+
+# The HTTP stack (fastapi, uvicorn) is the optional `serve` extra: names are imported on first
+# use, so `asr-adapt --help` and every other command work on an install without it.
+_EXPORTS = {
+    "BadUpload": "app", "create_app": "app", "read_audio": "app",
+    "DynamicBatcher": "batcher", "QueueFull": "batcher",
+    "ServeConfig": "config",
+    "LANGUAGE_ID": "engine", "ASREngine": "engine", "Request": "engine", "Result": "engine",
+    "serve_forever": "runner", "serve_in_thread": "runner",
+}
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"asr_adapt.serve.{_EXPORTS[name]}"), name)
+
 
 __all__ = [
     "LANGUAGE_ID", "ASREngine", "BadUpload", "DynamicBatcher", "QueueFull", "Request", "Result", "ServeConfig",
