@@ -10,7 +10,8 @@ reading are not timed; feature extraction and decoding are.
 
 Systems: asr-adapt dynamic length with a 10 s and a 1 s minimum window (batch padded to its
 longest clip rounded up to 1 s; repetition guard + full-context fallback on), the 10 s one
-again with ``compute_type="int8"`` (int8 linear layers, CPU only), asr-adapt at
+again with ``compute_type="int8"`` (int8 linear layers, CPU only) and ``"int8_decoder"``
+(int8 decoder, float32 encoder), asr-adapt at
 the stock 30 s context, faster-whisper int8 and
 float32 (beam 1, no timestamps, no VAD, forced language, no temperature fallback), and the
 transformers ASR pipeline (forced language, greedy).
@@ -194,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         "asr-adapt dynamic int8": lambda: run_asr_adapt(
             items, wavs, args.device, args.batch_size, compute_type="int8", min_window_s=10.0
         ),
+        "asr-adapt dynamic int8_decoder": lambda: run_asr_adapt(
+            items, wavs, args.device, args.batch_size, compute_type="int8_decoder", min_window_s=10.0
+        ),
         "asr-adapt dynamic min 1 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, min_window_s=1.0),
         "asr-adapt full 30 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, context="full"),
         "faster-whisper int8": lambda: run_faster_whisper(items, wavs, fw_device, "int8", args.threads, work),
@@ -201,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         "transformers pipeline": lambda: run_hf_pipeline(items, wavs, args.device, args.batch_size),
     }
     if args.device != "cpu":
-        del systems["asr-adapt dynamic int8"]  # PyTorch's dynamic int8 linears are CPU kernels
+        for name in ("asr-adapt dynamic int8", "asr-adapt dynamic int8_decoder"):
+            del systems[name]  # PyTorch's dynamic int8 linears are CPU kernels
     chosen = list(systems) if args.systems == "all" else [s.strip() for s in args.systems.split(",")]
     results = {}
     for name in chosen:

@@ -44,9 +44,11 @@ def register(subparsers) -> None:
                    help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--compute-type", default="float32",
-                   help="whisper: precision of the base model's linear layers, float32 (default) or int8. int8 "
-                   "(CPU only): weights quantised to int8 per output channel, activations quantised dynamically "
-                   "per token; decodes about 2x faster than float32 on CPU. Linear layers carrying unmerged "
+                   help="whisper: precision of the base model's linear layers: float32 (default), int8 or "
+                   "int8_decoder. int8 (CPU only): weights quantised to int8 per output channel, activations "
+                   "quantised dynamically per token; decodes about 2x faster than float32 on CPU. int8_decoder: "
+                   "the decoder (and vocabulary projection) in int8, the encoder in float32: most of the speed, "
+                   "none of the encoder's quantisation error. Linear layers carrying unmerged "
                    "LoRA/S2-LoRA adapters stay float32 (export a merged model for full speed); LDA adapters "
                    "stay float32 and work as usual")
     # One thread by default: on CPU a second thread decodes no faster (the cores share

@@ -236,7 +236,9 @@ class WhisperBackbone(Backbone):
         if self.compute_type != DEFAULT_COMPUTE_TYPE:
             raise ValueError(f"the model already runs in {self.compute_type}; load it again to use {name}")
         ctype.check(self.device)
-        base = [n for names in self.injection_points().linears.values() for n in names] + ["proj_out"]
+        linears = self.injection_points().linears
+        base = [n for group, names in linears.items() if group.split(".")[0] in ctype.stacks for n in names]
+        base += ["proj_out"] if "decoder" in ctype.stacks else []
         convert, keep = convertible(self, base)
         replace_modules(self, convert, ctype.convert)
         # proj_out sits on the HF wrapper too (the backbone only shares it): keep them one module.

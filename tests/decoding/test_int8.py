@@ -61,7 +61,7 @@ def _base_linears(model: WhisperBackbone) -> list[str]:
 
 def test_registry_knows_the_types_and_refuses_a_gpu():
     assert {"float32", "int8"} <= set(COMPUTE_TYPES.names())
-    with pytest.raises(KeyError, match="known: float32, int8"):
+    with pytest.raises(KeyError, match="known: float32, int8, int8_decoder"):
         COMPUTE_TYPES.get("int4")
     with pytest.raises(ValueError, match="CPU only"):
         COMPUTE_TYPES.get("int8").check(torch.device("cuda"))
@@ -96,6 +96,20 @@ def test_int8_model_is_close_to_float32(tokenizer, activations):
     assert not torch.equal(enc_q, enc_f)
     assert _rel(enc_q, enc_f) < 5e-2
     assert _rel(logits_q, logits_f) < 5e-2
+
+
+def test_int8_decoder_converts_the_decoder_only_and_leaves_the_encoder_exact(tokenizer):
+    ref = _model(tokenizer)
+    q = copy.deepcopy(ref)
+    assert q.set_compute_type("int8_decoder") == []
+    decoder = [n for g, names in q.injection_points().linears.items() if g.startswith("decoder") for n in names]
+    encoder = [n for g, names in q.injection_points().linears.items() if g.startswith("encoder") for n in names]
+    assert all(isinstance(q.get_submodule(n), Int8Linear) for n in decoder + ["proj_out"])
+    assert all(type(q.get_submodule(n)) is nn.Linear for n in encoder)
+    feats = ref.features(clips(), "dynamic", min_window_s=1.0)
+    (enc_f, logits_f), (enc_q, logits_q) = _run(ref, feats), _run(q, feats)
+    assert torch.equal(enc_q, enc_f)  # the encoder is untouched
+    assert not torch.equal(logits_q, logits_f) and _rel(logits_q, logits_f) < 5e-2
 
 
 def test_int8_decodes_one_hypothesis_per_clip(tokenizer):

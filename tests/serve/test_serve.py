@@ -186,3 +186,25 @@ def test_cli_flags_come_from_the_config():
 
     args = build_parser().parse_args(["serve", "--max-batch", "4", "--language-locales", "pt=pt-BR,el=el-GR"])
     assert (args.max_batch, args.host, args.language_locales) == (4, "127.0.0.1", {"pt": "pt-BR", "el": "el-GR"})
+
+
+def test_commands_work_without_the_serve_extra():
+    """fastapi/uvicorn are the optional `serve` extra: every other command must still load."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "for m in ('fastapi', 'uvicorn', 'multipart'): sys.modules[m] = None  # import fails like a missing package\n"
+        "from asr_adapt.cli.main import build_parser\n"
+        "build_parser().parse_args(['synth', '--list-locales'])\n"
+        "from asr_adapt.serve import ServeConfig\n"
+        "print(ServeConfig().port)\n"
+        "try:\n"
+        "    from asr_adapt.serve import create_app\n"
+        "except ImportError:\n"
+        "    print('no app')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split()[-1] == "app" and "no app" in out.stdout
