@@ -8,6 +8,7 @@
 #          40-49  decode test (zero-shot and adapted), score per locale, report
 #
 # Usage: ./run.sh [--quick true] [--stage N] [--stop-stage N] [--overwrite true]
+#                 [--trainer-conf ../../../recipes/common/trainer_gpu.yaml]   (on top of conf/train.yaml)
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -36,6 +37,7 @@ val_every=50
 data=data
 exp=exp
 nj=2
+trainer_conf=""         # extra trainer config applied after conf/train.yaml, e.g. trainer_gpu.yaml (one GPU, bf16)
 help_message="Usage: $0 [options]   (stages: 0-9 data, 10-19 train, 20-29 pseudo-labels, 30-39 merge, 40-49 decode/score)"
 . utils/parse_options.sh
 
@@ -60,7 +62,7 @@ if [ "$quick" = true ]; then
 fi
 all_locales="$head_locales $tail_locales"
 tail_list="[$(echo $tail_locales | sed 's/ /,/g')]"
-train_conf="--config conf/train.yaml --trainer.max_steps $max_steps --trainer.val_check_interval $val_every \
+train_conf="--config conf/train.yaml ${trainer_conf:+--config $trainer_conf} --trainer.max_steps $max_steps --trainer.val_check_interval $val_every \
   --model.init_args.locales $tail_list --model.init_args.model $model \
   --data.locales $tail_list --data.dev [$data/dev] --data.max_batch_seconds $batch_seconds \
   --model.init_args.lr_scheduler.init_args.total_steps $max_steps"
