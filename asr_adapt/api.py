@@ -50,7 +50,7 @@ class Recognizer:
         return locales
 
     def set_compute_type(self, name: str) -> None:
-        """Run the base model's linear layers in ``name`` (``"float32"``, ``"int8"``: CPU only).
+        """Run the base model's linear layers in ``name`` (``"float32"``; CPU only: ``"int8"``, ``"int8_decoder"``).
 
         Inference only and one way; attach or load adapters first (see
         :meth:`asr_adapt.models.whisper.WhisperBackbone.set_compute_type`).
@@ -112,8 +112,9 @@ def load_model(model: str = "whisper-base", family: str = "whisper", adapters: s
                compute_type: str = "float32", **backbone_kwargs: Any) -> Recognizer:
     """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters.
 
-    compute_type: ``"int8"`` runs the base's linear layers in int8 on CPU (faster decoding);
-    it is applied after the adapters are loaded.
+    compute_type: ``"int8"`` runs the base's linear layers in int8 on CPU (faster decoding),
+    ``"int8_decoder"`` only the decoder's (the encoder stays float32: no encoder quantisation
+    error); applied after the adapters are loaded.
     """
     from asr_adapt.training.module import load_backbone
 
