@@ -55,20 +55,14 @@ class Recognizer:
         Inference only and one way; attach or load adapters first (see
         :meth:`asr_adapt.models.whisper.WhisperBackbone.set_compute_type`).
         """
-        from asr_adapt.models.whisper_compute import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE
+        from asr_adapt.models.whisper_compute import COMPUTE_TYPES
 
         COMPUTE_TYPES.get(name)  # unknown names fail here, with the known ones
-        convert = getattr(self.backbone, "set_compute_type", None)
-        if convert is not None:
-            convert(name)
-        elif name != DEFAULT_COMPUTE_TYPE:
-            raise ValueError(f"compute type {name!r} is not available for the {self.family} backbone")
+        self.backbone.set_compute_type(name)
 
     def _check_float(self, what: str) -> None:
-        from asr_adapt.models.whisper_compute import DEFAULT_COMPUTE_TYPE
-
-        current = getattr(self.backbone, "compute_type", DEFAULT_COMPUTE_TYPE)
-        if current != DEFAULT_COMPUTE_TYPE:
+        current = self.backbone.compute_type
+        if current != "float32":
             # Bundles are checked against the float32 weights, and converting replaced them.
             raise RuntimeError(
                 f"{what} needs the float32 model, but it runs in {current}; load the adapters first: "

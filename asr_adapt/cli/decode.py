@@ -135,15 +135,9 @@ def _family_overrides(backbone, args) -> dict:
 
 
 def _set_compute_type(backbone, args) -> None:
-    from asr_adapt.models.whisper_compute import DEFAULT_COMPUTE_TYPE
-
-    if args.compute_type == DEFAULT_COMPUTE_TYPE:
-        return
-    if not hasattr(backbone, "set_compute_type"):
-        raise SystemExit(f"error: --compute-type {args.compute_type} does not apply to the {args.backbone} backbone")
     try:
         backbone.set_compute_type(args.compute_type)
-    except ValueError as e:  # e.g. int8 asked for on a GPU
+    except ValueError as e:  # e.g. int8 asked for on a GPU, or for the transducer
         raise SystemExit(f"error: {e}") from None
 
 

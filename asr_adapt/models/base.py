@@ -53,6 +53,8 @@ class Backbone(nn.Module, abc.ABC):
     """
 
     family: str = ""
+    #: precision the base's linear layers run in (see :meth:`set_compute_type`)
+    compute_type: str = "float32"
 
     @abc.abstractmethod
     def injection_points(self) -> InjectionPoints: ...
@@ -73,6 +75,16 @@ class Backbone(nn.Module, abc.ABC):
     @abc.abstractmethod
     def decoding_options(self, **overrides):
         """This family's frozen decoding-options dataclass with ``overrides`` applied."""
+
+    def set_compute_type(self, name: str) -> list[str]:
+        """Run the base's linear layers in compute type ``name``, in place (inference only).
+
+        Only ``"float32"`` (as loaded) here; families with faster inference kernels override
+        this (Whisper: ``int8``, ``int8_decoder``). Returns the linear layers left as they were.
+        """
+        if name != self.compute_type:
+            raise ValueError(f"compute type {name!r} is not available for the {self.family} backbone")
+        return []
 
     def feature_module(self) -> str | None:
         """Name of the module whose first input is the (B, F, T) log-mel features.

@@ -147,7 +147,6 @@ class WhisperBackbone(Backbone):
         self.train_min_window_s = train_min_window_s
         self.lang_aliases = dict(lang_aliases or {})
         self.name = name or getattr(model.config, "_name_or_path", "") or "whisper"
-        self.compute_type = DEFAULT_COMPUTE_TYPE
         window_samples(1, train_context)  # validates the context name
         self.requires_grad_(False)
         self.eval()
@@ -219,7 +218,7 @@ class WhisperBackbone(Backbone):
         return DecodingOptions(**overrides)
 
     def set_compute_type(self, name: str) -> list[str]:
-        """Run the base linear layers in compute type ``name`` (``"float32"``, ``"int8"``), in place.
+        """Run the base linear layers in compute type ``name`` (a :data:`COMPUTE_TYPES` name), in place.
 
         For inference only, and one way: attach or load adapters first (their bundles are
         checked against the float32 weights), then convert. Linear layers that carry an

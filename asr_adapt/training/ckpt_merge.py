@@ -44,10 +44,15 @@ Policy = Callable[[History, list[str], int], dict[str, Choice]]
 POLICIES: Registry[Policy] = Registry("merge policy")
 
 
+def history_path(exp_or_ckpt_dir: str | Path) -> Path:
+    """``history.jsonl`` of an experiment dir or of its ``checkpoints/`` dir (where the checkpoints are)."""
+    d = Path(exp_or_ckpt_dir)
+    return d / "history.jsonl" if (d / "history.jsonl").exists() else d / "checkpoints" / "history.jsonl"
+
+
 def load_history(exp_or_ckpt_dir: str | Path) -> History:
     """Read ``history.jsonl`` from an experiment dir or its ``checkpoints/`` dir; sorted by step."""
-    d = Path(exp_or_ckpt_dir)
-    path = d / "history.jsonl" if (d / "history.jsonl").exists() else d / "checkpoints" / "history.jsonl"
+    path = history_path(exp_or_ckpt_dir)
     hist = [r for r in read_jsonl(path) if r.get("locales")]
     if not hist:
         raise FileNotFoundError(f"no validation history with per-locale WER in {path}; train with validation first")
@@ -64,11 +69,9 @@ def load_histories(exps: list[str | Path]) -> History:
     out: History = []
     offset = 0
     for exp in exps:
-        d = Path(exp)
-        ckpt_dir = d / "checkpoints" if (d / "checkpoints" / "history.jsonl").exists() else d
-        hist = load_history(d)
-        out += [dict(r, step=r["step"] + offset, run_step=r["step"], ckpt=str(ckpt_dir / r["ckpt"]), exp=str(d))
-                for r in hist]
+        ckpt_dir = history_path(exp).parent
+        out += [dict(r, step=r["step"] + offset, run_step=r["step"], ckpt=str(ckpt_dir / r["ckpt"]), exp=str(Path(exp)))
+                for r in load_history(exp)]
         offset = out[-1]["step"]
     return out
 
