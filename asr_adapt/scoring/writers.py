@@ -118,3 +118,48 @@ def write_comparison(reports: list[ScoreReport], out_dir: str | Path, stem: str 
     series = {n: [0.0 if row[k] is None else row[k] for row in table] for k, n in enumerate(names)}
     grouped_bars(labels, series, paths["png"], ylabel="WER / CER (%)", title="system comparison")
     return paths
+
+
+def write_systems_table(
+    reports: list[ScoreReport],
+    out_dir: str | Path,
+    stem: str = "systems",
+    macro_over: list[str] | None = None,
+    extra: dict[str, dict[str, str]] | None = None,
+) -> dict[str, Path]:
+    """One row per system: error rate per locale, macro average, then ``extra`` columns.
+
+    ``macro_over``: the locales the macro average is taken over (e.g. only the adapted tail
+    locales); they come first, the other locales after the average. ``extra``: per system
+    name, already formatted cells (e.g. trainable parameters, training time); a system
+    without an entry gets ``-``.
+    """
+    out = Path(out_dir)
+    extra = extra or {}
+    all_locs = sorted({loc for r in reports for loc in r.locales})
+    first = [loc for loc in (macro_over or all_locs) if loc in all_locs]
+    rest = [loc for loc in all_locs if loc not in first]
+    extra_cols = list(dict.fromkeys(c for cells in extra.values() for c in cells))
+    header = ["system"] + first + ["macro avg"] + rest + extra_cols
+    rows = []
+    for r in reports:
+        rates = {loc: s.rate for loc, s in r.locales.items()}
+        got = [rates[loc] for loc in first if loc in rates]
+        macro = sum(got) / len(got) if got and len(got) == len(first) else None
+        cells = [rates.get(loc) for loc in first] + [macro] + [rates.get(loc) for loc in rest]
+        rows.append([r.name] + cells + [extra.get(r.name, {}).get(c, "-") for c in extra_cols])
+    fmt = (lambda v, prec: "-" if v is None else (f"{v:.{prec}f}" if isinstance(v, float) else str(v)))
+    md = [f"# Systems ({', '.join(r.name for r in reports)})", "",
+          "Headline error rate per locale (CER for CER locales), %. "
+          + (f"The macro average is over {', '.join(first)}." if macro_over else "Macro = unweighted mean over locales."),
+          "", "| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    for row in rows:
+        md.append("| " + " | ".join(fmt(v, 2) for v in row) + " |")
+        w.writerow(["" if v is None else fmt(v, 4) for v in row])
+    paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv"}
+    atomic_write(paths["md"], "\n".join(md) + "\n")
+    atomic_write(paths["csv"], buf.getvalue())
+    return paths

@@ -6,7 +6,8 @@ Layout of an experiment directory ``EXP`` (``trainer.default_root_dir``)::
     EXP/config.yaml                 resolved training config
     EXP/checkpoints/step0000120.ckpt  adapter-only state + optimizer/scheduler (atomic)
     EXP/checkpoints/last.ckpt         the most recent one (for --resume)
-    EXP/checkpoints/history.jsonl     one line per validation: step, ckpt, per-locale WER/CER
+    EXP/checkpoints/history.jsonl     one line per validation: step, ckpt, per-locale WER/CER,
+                                      wall_s (training + validation wall time so far, across resumes)
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import time
 from pathlib import Path
 
 import lightning as L
@@ -33,6 +35,23 @@ class LocaleCheckpoint(Callback):
 
     def __init__(self, dirpath: str | None = None) -> None:
         self.dirpath = dirpath
+        self._wall_before = 0.0  # wall seconds of earlier runs of this experiment (restored on resume)
+        self._t0: float | None = None
+        self._wall_at_save: float | None = None  # while saving: the value its history line also gets
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._t0 = time.monotonic()
+
+    def wall_s(self) -> float:
+        """Wall-clock seconds spent fitting (training + validation), summed over resumed runs."""
+        return self._wall_before + (0.0 if self._t0 is None else time.monotonic() - self._t0)
+
+    # Saved in every checkpoint, so a resumed run keeps counting instead of restarting from zero.
+    def state_dict(self) -> dict:
+        return {"wall_s": self.wall_s() if self._wall_at_save is None else self._wall_at_save}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._wall_before = float(state_dict.get("wall_s", 0.0))
 
     def _dir(self, trainer: L.Trainer) -> Path:
         return Path(self.dirpath) if self.dirpath else checkpoint_dir(trainer)
@@ -43,7 +62,9 @@ class LocaleCheckpoint(Callback):
         d = self._dir(trainer)
         step = trainer.global_step
         name = f"step{step:07d}.ckpt"
+        wall = self._wall_at_save = round(self.wall_s(), 1)
         trainer.save_checkpoint(d / name)  # every rank must call it (collective under DDP)
+        self._wall_at_save = None
         if trainer.is_global_zero:
             _atomic_link(d / name, d / "last.ckpt")
             metrics = getattr(pl_module, "last_dev_metrics", {})
@@ -57,6 +78,7 @@ class LocaleCheckpoint(Callback):
                     "val_loss": None if val_loss is None else float(val_loss),
                     "locales": metrics,
                     "macro_wer": (sum(m["wer"] for m in metrics.values()) / len(metrics)) if metrics else None,
+                    "wall_s": wall,
                 }
                 with JsonlAppender(d / "history.jsonl") as w:
                     w.write(rec)
@@ -66,13 +88,13 @@ class LocaleCheckpoint(Callback):
 
 
 def write_history_csv(jsonl: Path, out: Path) -> None:
-    """Wide CSV of the history (step, epoch, val_loss, macro_wer, wer/<loc>, cer/<loc>) for spreadsheets."""
+    """Wide CSV of the history (step, epoch, wall_s, val_loss, macro_wer, wer/<loc>, cer/<loc>) for spreadsheets."""
     hist = read_jsonl(jsonl)
     locs = sorted({loc for r in hist for loc in r.get("locales", {})})
-    header = ["step", "epoch", "val_loss", "macro_wer"] + [f"{m}/{loc}" for loc in locs for m in ("wer", "cer")]
+    header = ["step", "epoch", "wall_s", "val_loss", "macro_wer"] + [f"{m}/{loc}" for loc in locs for m in ("wer", "cer")]
     lines = [",".join(header)]
     for r in hist:
-        row = [r["step"], r["epoch"], r.get("val_loss"), r.get("macro_wer")]
+        row = [r["step"], r["epoch"], r.get("wall_s"), r.get("val_loss"), r.get("macro_wer")]
         for loc in locs:
             m = r.get("locales", {}).get(loc, {})
             row += [m.get("wer"), m.get("cer")]

@@ -8,6 +8,7 @@ and the adapted model beats zero-shot on every tail locale of the run.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import shutil
@@ -40,6 +41,13 @@ def check_report(exp: Path, tail: list[str], head: list[str]) -> None:
     for loc in head:  # no adapter for head locales: decoded exactly as the base model
         assert wer(adapted, loc) == wer(zeroshot, loc)
     assert (exp / "report" / "comparison.md").exists() and (exp / "report" / "comparison.png").exists()
+    # The systems table: the macro average over the tail locales, and what each system cost.
+    with (exp / "report" / "systems.csv").open(encoding="utf-8") as f:
+        systems = {r["system"]: r for r in csv.DictReader(f)}
+    assert float(systems["adapted"]["macro avg"]) == pytest.approx(sum(wer(adapted, loc) for loc in tail) / len(tail), abs=1e-3)
+    assert systems["zeroshot"]["trainable / locale"] == "0" and systems["zeroshot"]["training time"] == "0 s"
+    assert int(systems["adapted"]["trainable / locale"].replace(",", "")) > 0
+    assert systems["adapted"]["training time"] != "-"  # teacher + student wall time, from their histories
     assert (exp / "lda_gen1" / "merged" / "provenance.json").exists()
     assert (exp / "lda_gen1" / "merged" / "dev_wer_curves.png").exists()
 

@@ -86,6 +86,21 @@ def test_report_collects_two_systems(tmp_path, capsys):
     # The same system twice is refused: its columns could not be told apart.
     assert main(["report", str(tmp_path / "s1"), str(tmp_path / "s1"), "-o", str(tmp_path / "x")]) == 1
 
+    # Systems table: one row per system, macro over the chosen locales first, cost columns.
+    s12 = [str(tmp_path / "s1"), str(tmp_path / "s2")]
+    assert main(["report", *s12, "-o", str(tmp_path / "sys"), "--system-cost", "base=", "--macro-over", "zh-CN"]) == 0
+    rows = list(csv.reader((tmp_path / "sys" / "systems.csv").open(encoding="utf-8")))
+    assert rows[0] == ["system", "zh-CN", "macro avg", "el-GR", "trainable / locale", "training time"]
+    assert rows[1] == ["base", "50.0000", "50.0000", "0.0000", "0", "0 s"]
+    assert rows[2] == ["lda", "0.0000", "0.0000", "25.0000", "-", "-"]  # no cost given for it
+    capsys.readouterr()
+    assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", "nosuch="]) == 1
+    assert "not scored: nosuch" in capsys.readouterr().err
+    assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", "lda"]) == 1
+    assert "expected NAME=SOURCE" in capsys.readouterr().err
+    assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", f"lda={tmp_path}"]) == 1
+    assert "neither an adapter bundle" in capsys.readouterr().err
+
 
 def test_plot_wer_vs_latency(tmp_path):
     from asr_adapt.scoring.plots import plot_wer_vs_latency

@@ -63,6 +63,9 @@ def test_fit_resume_merge(setup):
     assert run_train(args + ["--resume", "--trainer.max_steps", "6"]) == 0
     hist = _history(exp)
     assert [r["step"] for r in hist] == [2, 4, 6]
+    # Training wall time is cumulative: the resumed run continues the count it saved at step 4.
+    walls = [r["wall_s"] for r in hist]
+    assert 0 < walls[0] < walls[1] < walls[2]
     ck = torch.load(exp / "checkpoints" / "last.ckpt", weights_only=False)
     assert ck["global_step"] == 6 and ck["lr_schedulers"][0]["last_epoch"] == lr_before + 2
 
@@ -83,6 +86,32 @@ def test_fit_resume_merge(setup):
     assert decode_hints(root / "bundle") == {"min_window_s": 10.0}  # the window it was trained at
     teacher = load_teacher("whisper", str(root / "tiny"), str(root / "bundle"))
     assert set(adapter_locales(teacher)) == {"el-GR", "uk-UA"}
+    _check_system_cost(root, exp, hist)
+
+
+def _check_system_cost(root, exp, hist):
+    """Training cost of a bundle: its runs' wall time, teachers included; parameters per locale."""
+    from asr_adapt.adapters.report import adapter_info
+    from asr_adapt.training.cost import system_cost
+
+    cost = system_cost(root / "bundle")
+    assert cost.runs == (str(exp),) and cost.wall_s == hist[-1]["wall_s"]
+    assert cost.params_per_locale == {r["params"] for r in adapter_info(root / "bundle")}.pop() > 0
+    assert cost.shared_params == 0  # LDA shares nothing
+    # A student initialised from that bundle: its cost adds the teacher's run before its own.
+    student = root / "student"
+    (student / "checkpoints").mkdir(parents=True)
+    (student / "config.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"init_adapters": str(root / "bundle")}}}))
+    (student / "checkpoints" / "history.jsonl").write_text(json.dumps(dict(hist[-1], wall_s=5.0)) + "\n")
+    sb = root / "student_bundle"
+    sb.mkdir()
+    (sb / "adapter_config.json").write_text((root / "bundle" / "adapter_config.json").read_text())
+    (sb / "provenance.json").write_text(json.dumps({"experiments": [str(exp), str(student)]}))
+    cost = system_cost(sb)
+    assert cost.runs == (str(exp), str(student)) and cost.wall_s == hist[-1]["wall_s"] + 5.0
+    assert system_cost("").wall_s == 0 and system_cost("").params_per_locale == 0
+    with pytest.raises(ValueError, match="neither an adapter bundle"):
+        system_cost(student)
 
 
 def test_resume_without_checkpoint_fails(setup, capsys):

@@ -147,7 +147,16 @@ fi
 
 if should_run 42; then
   log "stage 42: comparison report"
-  asr-adapt report "$exp/score" -o "$exp/report"
-  log "report: $exp/report (Markdown, CSV, PNG)"
-  cat "$exp/report/"*.md
+  # The systems table adds what each system cost: trainable parameters per locale and the
+  # training wall time of every run behind it (noisy-student teachers included).
+  costs=""
+  for entry in $systems; do
+    sys=${entry%%=*} bundle=${entry#*=}
+    costs+=" --system-cost $sys=${bundle#model:}"
+  done
+  tail_csv=${tail_list#[}
+  # shellcheck disable=SC2086
+  asr-adapt report "$exp/score" -o "$exp/report" $costs --macro-over "${tail_csv%]}" > /dev/null
+  log "report: $exp/report (comparison and systems tables: Markdown, CSV; PNG)"
+  cat "$exp/report/systems.md"
 fi
