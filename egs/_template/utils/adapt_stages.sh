@@ -109,7 +109,9 @@ if should_run 30; then
       fi
     done
     merge "$exp/$final" "$exp/$final/last" last
-    merge "$exp/$final" "$exp/$final/best_single" best-macro
+    # The best single checkpoint is chosen from the same pool the checkpoint-wise merge draws
+    # on (every generation), so the two differ only in choosing per locale or all at once.
+    merge "$runs" "$exp/$final/best_single" best-macro
   fi
 fi
 
