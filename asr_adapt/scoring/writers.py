@@ -87,6 +87,16 @@ def comparison_rows(reports: list[ScoreReport]) -> tuple[list[str], list[list[fl
     return labels, table
 
 
+def _comparability_warnings(reports: list[ScoreReport]) -> list[str]:
+    """Markdown lines warning that the systems' numbers cannot be compared directly."""
+    out = []
+    if len({r.normaliser for r in reports}) > 1:
+        out.append("**Warning: the systems were scored with different normalisers.**\n")
+    if len({tuple(sorted(r.locales)) for r in reports}) > 1:
+        out.append("**Warning: the systems cover different locales; macro/pooled rows are not comparable.**\n")
+    return out
+
+
 def write_comparison(reports: list[ScoreReport], out_dir: str | Path, stem: str = "comparison") -> dict[str, Path]:
     """One table (rows: locales + macro avg + pooled; columns: systems) as MD, CSV and PNG.
 
@@ -96,15 +106,11 @@ def write_comparison(reports: list[ScoreReport], out_dir: str | Path, stem: str 
     out = Path(out_dir)
     labels, table = comparison_rows(reports)
     names = [r.name for r in reports]
-    locale_sets = {tuple(sorted(r.locales)) for r in reports}
     norms = sorted({r.normaliser for r in reports})
     md = [f"# WER comparison ({', '.join(names)})", "",
           f"Headline error rate per locale (CER for CER locales), %. Normaliser: {', '.join(norms)}.",
           "**macro avg** = unweighted mean over locales; **pooled** = micro rate over all utterances.", ""]
-    if len(norms) > 1:
-        md.append("**Warning: the systems were scored with different normalisers.**\n")
-    if len(locale_sets) > 1:
-        md.append("**Warning: the systems cover different locales; macro/pooled rows are not comparable.**\n")
+    md += _comparability_warnings(reports)
     md += ["| row | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
@@ -148,11 +154,14 @@ def write_systems_table(
         macro = sum(got) / len(got) if got and len(got) == len(first) else None
         cells = [rates.get(loc) for loc in first] + [macro] + [rates.get(loc) for loc in rest]
         rows.append([r.name] + cells + [extra.get(r.name, {}).get(c, "-") for c in extra_cols])
-    fmt = (lambda v, prec: "-" if v is None else (f"{v:.{prec}f}" if isinstance(v, float) else str(v)))
+    def fmt(v, prec: int) -> str:
+        return "-" if v is None else (f"{v:.{prec}f}" if isinstance(v, float) else str(v))
+
     md = [f"# Systems ({', '.join(r.name for r in reports)})", "",
           "Headline error rate per locale (CER for CER locales), %. "
           + (f"The macro average is over {', '.join(first)}." if macro_over else "Macro = unweighted mean over locales."),
-          "", "| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
+          "", *_comparability_warnings(reports),
+          "| " + " | ".join(header) + " |", "|---|" + "---|" * (len(header) - 1)]
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)

@@ -15,12 +15,17 @@ from asr_adapt.training.ckpt_merge import Choice, assemble_state, choose, load_h
 log = logging.getLogger(__name__)
 
 
-def build_from_experiment(exp_dir: str | Path, **overrides):
-    """Instantiate the experiment's LightningModule from ``EXP/config.yaml`` (base weights reloaded)."""
+def experiment_model_config(exp_dir: str | Path) -> dict:
+    """The ``model`` section (``class_path``, ``init_args``) of the resolved ``EXP/config.yaml``."""
     cfg_path = Path(exp_dir) / "config.yaml"
     if not cfg_path.exists():
         raise FileNotFoundError(f"{cfg_path} not found: is {exp_dir} a training experiment directory?")
-    cfg = yaml.safe_load(cfg_path.read_text())["model"]
+    return yaml.safe_load(cfg_path.read_text(encoding="utf-8"))["model"]
+
+
+def build_from_experiment(exp_dir: str | Path, **overrides):
+    """Instantiate the experiment's LightningModule from ``EXP/config.yaml`` (base weights reloaded)."""
+    cfg = experiment_model_config(exp_dir)
     module_name, cls_name = cfg["class_path"].rsplit(".", 1)
     cls = getattr(importlib.import_module(module_name), cls_name)
     init = dict(cfg.get("init_args") or {})

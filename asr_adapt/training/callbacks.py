@@ -63,8 +63,10 @@ class LocaleCheckpoint(Callback):
         step = trainer.global_step
         name = f"step{step:07d}.ckpt"
         wall = self._wall_at_save = round(self.wall_s(), 1)
-        trainer.save_checkpoint(d / name)  # every rank must call it (collective under DDP)
-        self._wall_at_save = None
+        try:
+            trainer.save_checkpoint(d / name)  # every rank must call it (collective under DDP)
+        finally:
+            self._wall_at_save = None
         if trainer.is_global_zero:
             _atomic_link(d / name, d / "last.ckpt")
             metrics = getattr(pl_module, "last_dev_metrics", {})

@@ -95,7 +95,10 @@ def test_report_collects_two_systems(tmp_path, capsys):
     assert rows[2] == ["lda", "0.0000", "0.0000", "25.0000", "-", "-"]  # no cost given for it
     capsys.readouterr()
     assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", "nosuch="]) == 1
-    assert "not scored: nosuch" in capsys.readouterr().err
+    assert "no scored system is named 'nosuch'" in capsys.readouterr().err
+    assert (tmp_path / "x" / "comparison.md").exists()  # a bad cost does not lose the comparison
+    assert main(["report", *s12, "-o", str(tmp_path / "x"), "--macro-over", "el-GR, xx-YY"]) == 1
+    assert "no system was scored on: xx-YY" in capsys.readouterr().err
     assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", "lda"]) == 1
     assert "expected NAME=SOURCE" in capsys.readouterr().err
     assert main(["report", *s12, "-o", str(tmp_path / "x"), "--system-cost", f"lda={tmp_path}"]) == 1

@@ -103,15 +103,35 @@ def _check_system_cost(root, exp, hist):
     (student / "checkpoints").mkdir(parents=True)
     (student / "config.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"init_adapters": str(root / "bundle")}}}))
     (student / "checkpoints" / "history.jsonl").write_text(json.dumps(dict(hist[-1], wall_s=5.0)) + "\n")
-    sb = root / "student_bundle"
-    sb.mkdir()
-    (sb / "adapter_config.json").write_text((root / "bundle" / "adapter_config.json").read_text())
-    (sb / "provenance.json").write_text(json.dumps({"experiments": [str(exp), str(student)]}))
+    sb = _bundle_naming(root / "student_bundle", root / "bundle", exp, student)
     cost = system_cost(sb)
     assert cost.runs == (str(exp), str(student)) and cost.wall_s == hist[-1]["wall_s"] + 5.0
+    # A teacher chain that loops back (retrained from its own bundle) counts each run once.
+    (student / "config.yaml").write_text(yaml.safe_dump({"model": {"init_args": {"init_adapters": str(sb)}}}))
+    assert system_cost(sb).runs == (str(exp), str(student))
     assert system_cost("").wall_s == 0 and system_cost("").params_per_locale == 0
+    # A whole exported model (full fine-tuning): one set of parameters shared by every locale.
+    model = root / "full_model"
+    model.mkdir()
+    (model / "foundation.json").write_text(json.dumps(
+        {"made_by": "export", "checkpoint": str(exp / "checkpoints" / "last.ckpt"), "parameters": 1234}))
+    cost = system_cost(model)
+    assert cost.params_cell() == "1,234 shared" and cost.wall_s == hist[-1]["wall_s"]
+    # A run whose history has no wall time (trained before it was recorded) makes the total unknown.
+    (student / "checkpoints" / "history.jsonl").write_text(json.dumps(hist[-1] | {"wall_s": None}) + "\n")
+    assert system_cost(sb).wall_s is None
+    with pytest.raises(ValueError, match="training experiment not found"):
+        system_cost(_bundle_naming(root / "gone_bundle", root / "bundle", root / "no_such_exp"))
     with pytest.raises(ValueError, match="neither an adapter bundle"):
         system_cost(student)
+
+
+def _bundle_naming(out, like, *exps):
+    """A bundle with ``like``'s adapters whose provenance names the experiments ``exps``."""
+    out.mkdir()
+    (out / "adapter_config.json").write_text((like / "adapter_config.json").read_text())
+    (out / "provenance.json").write_text(json.dumps({"experiments": [str(e) for e in exps]}))
+    return out
 
 
 def test_resume_without_checkpoint_fails(setup, capsys):

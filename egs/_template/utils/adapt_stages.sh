@@ -151,14 +151,13 @@ if should_run 42; then
   log "stage 42: comparison report"
   # The systems table adds what each system cost: trainable parameters per locale and the
   # training wall time of every run behind it (noisy-student teachers included).
-  costs=""
+  costs=()
   for entry in $systems; do
     sys=${entry%%=*} bundle=${entry#*=}
-    costs+=" --system-cost $sys=${bundle#model:}"
+    costs+=(--system-cost "$sys=${bundle#model:}")
   done
   tail_csv=${tail_list#[}
-  # shellcheck disable=SC2086
-  asr-adapt report "$exp/score" -o "$exp/report" $costs --macro-over "${tail_csv%]}" > /dev/null
+  asr-adapt report "$exp/score" -o "$exp/report" "${costs[@]}" --macro-over "${tail_csv%]}" > /dev/null
   log "report: $exp/report (comparison and systems tables: Markdown, CSV; PNG)"
-  cat "$exp/report/systems.md"
+  cat "$exp/report/comparison.md" "$exp/report/systems.md"
 fi
