@@ -36,7 +36,8 @@ def grouped_bars(
     n = max(1, len(series))
     x = np.arange(len(labels))
     width = 0.8 / n
-    fig, ax = plt.subplots(figsize=(max(6.0, 0.9 * len(labels) * n + 2), 4.0))
+    # About a quarter inch per bar, capped: 7 locales x 8 systems must stay readable on a screen.
+    fig, ax = plt.subplots(figsize=(min(20.0, max(6.0, 0.25 * len(labels) * n + 3)), 4.5))
     for k, (name, values) in enumerate(series.items()):
         vals = np.asarray(values, dtype=float)
         yerr = None
@@ -50,7 +51,8 @@ def grouped_bars(
     ax.set_ylabel(ylabel)
     if title:
         ax.set_title(title)
-    ax.legend()
+    ax.set_ylim(top=ax.get_ylim()[1] * 1.15)  # headroom for the legend
+    ax.legend(fontsize="small", ncol=min(4, n), loc="upper left")
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, out_png)
 
