@@ -126,6 +126,10 @@ def write_comparison(reports: list[ScoreReport], out_dir: str | Path, stem: str 
     return paths
 
 
+def _cell(v: float | str | None, prec: int) -> str:
+    return "-" if v is None else (f"{v:.{prec}f}" if isinstance(v, float) else str(v))
+
+
 def write_systems_table(
     reports: list[ScoreReport],
     out_dir: str | Path,
@@ -154,9 +158,6 @@ def write_systems_table(
         macro = sum(got) / len(got) if got and len(got) == len(first) else None
         cells = [rates.get(loc) for loc in first] + [macro] + [rates.get(loc) for loc in rest]
         rows.append([r.name] + cells + [extra.get(r.name, {}).get(c, "-") for c in extra_cols])
-    def fmt(v, prec: int) -> str:
-        return "-" if v is None else (f"{v:.{prec}f}" if isinstance(v, float) else str(v))
-
     md = [f"# Systems ({', '.join(r.name for r in reports)})", "",
           "Headline error rate per locale (CER for CER locales), %. "
           + (f"The macro average is over {', '.join(first)}." if macro_over else "Macro = unweighted mean over locales."),
@@ -166,8 +167,8 @@ def write_systems_table(
     w = csv.writer(buf, lineterminator="\n")
     w.writerow(header)
     for row in rows:
-        md.append("| " + " | ".join(fmt(v, 2) for v in row) + " |")
-        w.writerow(["" if v is None else fmt(v, 4) for v in row])
+        md.append("| " + " | ".join(_cell(v, 2) for v in row) + " |")
+        w.writerow(["" if v is None else _cell(v, 4) for v in row])
     paths = {"md": out / f"{stem}.md", "csv": out / f"{stem}.csv"}
     atomic_write(paths["md"], "\n".join(md) + "\n")
     atomic_write(paths["csv"], buf.getvalue())
