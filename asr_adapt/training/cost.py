@@ -95,8 +95,8 @@ def _runs_behind(exps: list[Path], seen: set[Path] | None = None) -> tuple[str, 
         if not exp.is_dir():
             raise ValueError(f"{exp}: training experiment not found from {Path.cwd()}; run from the directory "
                              "the systems were trained in (e.g. the recipe directory)")
-        init = (experiment_model_config(exp).get("init_args") or {}).get("init_adapters") \
-            if (exp / "config.yaml").exists() else None
+        has_config = (exp / "config.yaml").exists()
+        init = (experiment_model_config(exp).get("init_args") or {}).get("init_adapters") if has_config else None
         if init:
             out += _runs_behind(_bundle_experiments(Path(init)), seen)
         out.append(str(exp))
