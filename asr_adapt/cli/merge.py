@@ -17,8 +17,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    "several runs with the same adapter layout (noisy-student generations) are pooled")
     p.add_argument("-o", "--out", required=True, help="output adapter bundle directory")
     p.add_argument("--policy", default="best",
-                   help="best (per-locale best, default) | best-macro | last | avg-top-k")
+                   help="best: each locale from its best dev-WER checkpoint (default) | best-significant: "
+                   "the best macro-average checkpoint, except locales whose own best beats it significantly "
+                   "on their dev set (paired bootstrap; guards against picking dev noise) | best-macro | "
+                   "last | avg-top-k")
     p.add_argument("-k", type=int, default=3, help="k for avg-top-k")
+    p.add_argument("--min-prob", type=float, default=0.95,
+                   help="best-significant: bootstrap probability of improvement a locale's own best "
+                   "checkpoint needs to replace the best macro-average one (default 0.95)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=run)
 
@@ -34,9 +40,12 @@ def run(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.exists() and any(out.iterdir()) and not args.overwrite:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
-    choices = merge_experiment(args.exp, out, args.policy, args.k)
-    print(f"{'locale':<10} {'steps':<20} dev WER")
+    if not 0.0 < args.min_prob <= 1.0:
+        raise SystemExit(f"error: --min-prob must be in (0, 1], got {args.min_prob}")
+    choices = merge_experiment(args.exp, out, args.policy, args.k, args.min_prob)
+    print(f"{'locale':<10} {'steps':<20} {'dev WER':>8}  P(own best > best macro)")
     for c in sorted(choices.values(), key=lambda c: c.locale):
-        print(f"{c.locale:<10} {','.join(map(str, c.steps)):<20} {c.dev_wer:.2f}")
+        p = "" if c.p_improve is None else f"{c.p_improve:.3f}"
+        print(f"{c.locale:<10} {','.join(map(str, c.steps)):<20} {c.dev_wer:>8.2f}  {p}")
     print(f"bundle: {out}  (provenance.json, dev_wer_curves.png)")
     return 0

@@ -37,7 +37,8 @@ def build_from_experiment(exp_dir: str | Path, **overrides):
 
 
 def merge_experiment(
-    exp_dir: str | Path | list[str | Path], out_dir: str | Path, policy: str = "best", k: int = 3
+    exp_dir: str | Path | list[str | Path], out_dir: str | Path, policy: str = "best", k: int = 3,
+    min_prob: float = 0.95,
 ) -> dict[str, Choice]:
     """Assemble the adapter bundle ``out_dir`` from the checkpoints of one or more runs.
 
@@ -56,13 +57,13 @@ def merge_experiment(
     locales = [loc for loc in module.locales if any(loc in r["locales"] for r in hist)]
     if not locales:
         raise ValueError(f"none of the model's locales {module.locales} has dev WER in the history")
-    choices = choose(hist, policy, k, locales)
+    choices = choose(hist, policy, k, locales, min_prob=min_prob)
     shared = set(adapter_state_dict(module.backbone, locales=[]))
     locale_keys = {
         loc: {"backbone." + key for key in set(adapter_state_dict(module.backbone, locales=[loc])) - shared}
         for loc in locales
     }
-    if shared and policy in ("best", "avg-top-k"):
+    if shared and len({c.ckpts for c in choices.values()}) > 1:
         log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
     shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
     state = assemble_state("", choices, locale_keys, shared_ckpt)  # ckpts are full paths
@@ -70,9 +71,11 @@ def merge_experiment(
     provenance = {
         "policy": policy,
         "k": k if policy == "avg-top-k" else None,
+        "min_prob": min_prob if policy == "best-significant" else None,
         "experiments": [str(e) for e in exps],
         "shared_from": shared_ckpt if shared else None,
-        "locales": {c.locale: {"steps": list(c.steps), "ckpts": list(c.ckpts), "dev_wer": c.dev_wer}
+        "locales": {c.locale: {"steps": list(c.steps), "ckpts": list(c.ckpts), "dev_wer": c.dev_wer,
+                               **({"p_improve": c.p_improve} if c.p_improve is not None else {})}
                     for c in choices.values()},
     }
     # The encoder window the adapters were trained at: decoders use it for the rows they serve.

@@ -7,12 +7,15 @@ Layout of an experiment directory ``EXP`` (``trainer.default_root_dir``)::
     EXP/checkpoints/step0000120.ckpt  adapter-only state + optimizer/scheduler (atomic)
     EXP/checkpoints/last.ckpt         the most recent one (for --resume)
     EXP/checkpoints/history.jsonl     one line per validation: step, ckpt, per-locale WER/CER,
-                                      wall_s (training + validation wall time so far, across resumes)
+                                      wall_s (training + validation wall time so far, across resumes),
+                                      utt_errors (the file below)
+    EXP/checkpoints/dev_utts/step0000120.json  per-utterance dev word errors per locale (atomic)
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import time
@@ -72,6 +75,11 @@ class LocaleCheckpoint(Callback):
             metrics = getattr(pl_module, "last_dev_metrics", {})
             done_steps = {r.get("step") for r in read_jsonl(d / "history.jsonl")}
             if step not in done_steps:  # a resumed run may re-validate a step it already logged
+                utt_file = None
+                if utt_errors := getattr(pl_module, "last_dev_utt_errors", None):
+                    # Written before the history line that names it, so a named file always exists.
+                    utt_file = f"dev_utts/step{step:07d}.json"
+                    atomic_write(d / utt_file, json.dumps(utt_errors, ensure_ascii=False))
                 val_loss = trainer.callback_metrics.get("val/loss")
                 rec = {
                     "step": step,
@@ -81,6 +89,7 @@ class LocaleCheckpoint(Callback):
                     "locales": metrics,
                     "macro_wer": (sum(m["wer"] for m in metrics.values()) / len(metrics)) if metrics else None,
                     "wall_s": wall,
+                    "utt_errors": utt_file,
                 }
                 with JsonlAppender(d / "history.jsonl") as w:
                     w.write(rec)

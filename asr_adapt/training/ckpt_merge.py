@@ -8,6 +8,14 @@ choice is a policy (registered by name):
 * ``best-macro`` the single checkpoint with the best macro-average dev WER, for all locales
 * ``last``      the last checkpoint, for all locales
 * ``avg-top-k`` per locale, the average of its parameters over its k best checkpoints
+* ``best-significant`` the best-macro checkpoint, except for a locale whose own best
+  checkpoint beats it on that locale's dev set with paired-bootstrap probability of
+  improvement >= ``min_prob`` (per-utterance dev errors, recorded at every validation)
+
+Plain ``best`` is an argmin over noisy dev WERs: when a locale's curve is flat, its "peak"
+is whichever checkpoint happened to suit its few dev voices, and the merge can end up worse
+on test than the best single checkpoint. ``best-significant`` moves a locale off the best
+single checkpoint only when the dev evidence says the gain is real.
 
 Checkpoint-wise merging assumes locale-owned parameters are independent of each other. For
 adapters with globally shared parameters (S2-LoRA's A/B) the shared tensors are taken from
@@ -16,11 +24,13 @@ the best-macro checkpoint and a warning says so.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from asr_adapt.fileio import read_jsonl
@@ -37,10 +47,23 @@ class Choice:
     steps: tuple[int, ...]
     ckpts: tuple[str, ...]
     dev_wer: float  # dev WER at the chosen step (mean over steps for avg-top-k)
+    # best-significant: paired-bootstrap P(this locale's own best checkpoint beats the
+    # best-macro one on its dev set); None where no comparison was needed.
+    p_improve: float | None = None
+
+
+@dataclass(frozen=True)
+class MergeOptions:
+    """Knobs of the policies that have any."""
+
+    k: int = 3  # avg-top-k: checkpoints averaged per locale
+    min_prob: float = 0.95  # best-significant: P(improve) a locale's own best checkpoint needs
+    n_boot: int = 1000  # best-significant: bootstrap resamples
+    seed: int = 0
 
 
 History = list[dict]
-Policy = Callable[[History, list[str], int], dict[str, Choice]]
+Policy = Callable[[History, list[str], MergeOptions], dict[str, Choice]]
 POLICIES: Registry[Policy] = Registry("merge policy")
 
 
@@ -53,7 +76,10 @@ def history_path(exp_or_ckpt_dir: str | Path) -> Path:
 def load_history(exp_or_ckpt_dir: str | Path) -> History:
     """Read ``history.jsonl`` from an experiment dir or its ``checkpoints/`` dir; sorted by step."""
     path = history_path(exp_or_ckpt_dir)
-    hist = [r for r in read_jsonl(path) if r.get("locales")]
+    # Per-utterance dev errors live in a side file per validation; made absolute here so the
+    # record stays self-contained when histories of several runs are pooled.
+    hist = [dict(r, utt_errors=str(path.parent / r["utt_errors"])) if r.get("utt_errors") else r
+            for r in read_jsonl(path) if r.get("locales")]
     if not hist:
         raise FileNotFoundError(f"no validation history with per-locale WER in {path}; train with validation first")
     return sorted(hist, key=lambda r: r["step"])
@@ -91,7 +117,7 @@ def _choice(loc: str, recs: list[dict]) -> Choice:
 
 
 @POLICIES.decorator("best")
-def best_per_locale(hist: History, locales: list[str], k: int = 1) -> dict[str, Choice]:
+def best_per_locale(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
     # min over (WER, -step): the lowest WER, and among equals the later (more trained) step.
     return {loc: _choice(loc, [min(hist, key=lambda r: (_wer(r, loc), -r["step"]))]) for loc in locales}
 
@@ -100,24 +126,72 @@ def macro_wer(rec: dict, locales: list[str]) -> float:
     return sum(_wer(rec, loc) for loc in locales) / len(locales)
 
 
+def _best_macro_record(hist: History, locales: list[str]) -> dict:
+    return min(hist, key=lambda r: (macro_wer(r, locales), -r["step"]))
+
+
 @POLICIES.decorator("best-macro")
-def best_macro(hist: History, locales: list[str], k: int = 1) -> dict[str, Choice]:
-    rec = min(hist, key=lambda r: (macro_wer(r, locales), -r["step"]))
+def best_macro(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
+    rec = _best_macro_record(hist, locales)
     return {loc: _choice(loc, [rec]) for loc in locales}
 
 
 @POLICIES.decorator("last")
-def last(hist: History, locales: list[str], k: int = 1) -> dict[str, Choice]:
+def last(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
     return {loc: _choice(loc, [hist[-1]]) for loc in locales}
 
 
 @POLICIES.decorator("avg-top-k")
-def avg_top_k(hist: History, locales: list[str], k: int = 3) -> dict[str, Choice]:
-    return {loc: _choice(loc, sorted(hist, key=lambda r: (_wer(r, loc), -r["step"]))[:k]) for loc in locales}
+def avg_top_k(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
+    return {loc: _choice(loc, sorted(hist, key=lambda r: (_wer(r, loc), -r["step"]))[: opts.k]) for loc in locales}
 
 
-def choose(hist: History, policy: str = "best", k: int = 3, locales: list[str] | None = None) -> dict[str, Choice]:
-    return POLICIES.get(policy)(hist, locales or history_locales(hist), k)
+def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
+    """utterance id -> (word errors, reference words) of ``loc`` at validation ``rec``."""
+    if not rec.get("utt_errors"):
+        raise ValueError(
+            f"checkpoint {rec['ckpt']} (step {rec['step']}) has no per-utterance dev errors: it was trained "
+            "before they were recorded. Retrain, or merge with --policy best or best-macro.")
+    d = json.loads(Path(rec["utt_errors"]).read_text(encoding="utf-8")).get(loc)
+    if d is None:
+        raise ValueError(f"{rec['utt_errors']} has no dev utterances of {loc}")
+    return {u: (e, n) for u, e, n in zip(d["utt"], d["err"], d["ref"])}
+
+
+def prob_improvement_on_dev(system: dict, baseline: dict, loc: str, opts: MergeOptions) -> float:
+    """Paired bootstrap over ``loc``'s dev utterances: P(WER of ``system`` < WER of ``baseline``)."""
+    from asr_adapt.scoring.bootstrap import locale_rng, prob_improvement, rates, resample_sums
+
+    a, b = utt_errors(system, loc), utt_errors(baseline, loc)
+    if a.keys() != b.keys():
+        raise ValueError(f"{loc}: steps {system['step']} and {baseline['step']} were validated on different "
+                         "dev utterances; a paired comparison needs the same dev set")
+    utts = sorted(a)
+    ref = np.array([b[u][1] for u in utts], dtype=np.float64)
+    res = resample_sums([np.array([a[u][0] for u in utts], dtype=np.float64),
+                         np.array([b[u][0] for u in utts], dtype=np.float64)],
+                        ref, opts.n_boot, locale_rng(opts.seed, loc))
+    return prob_improvement(rates(res.errors[0], res.ref), rates(res.errors[1], res.ref))
+
+
+@POLICIES.decorator("best-significant")
+def best_significant(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
+    base = _best_macro_record(hist, locales)
+    out = {}
+    for loc in locales:
+        own = min(hist, key=lambda r: (_wer(r, loc), -r["step"]))
+        if _wer(own, loc) >= _wer(base, loc):
+            out[loc] = _choice(loc, [base])  # the best single checkpoint ties this locale's best
+            continue
+        p = prob_improvement_on_dev(own, base, loc, opts)
+        out[loc] = replace(_choice(loc, [own if p >= opts.min_prob else base]), p_improve=p)
+    return out
+
+
+def choose(hist: History, policy: str = "best", k: int = 3, locales: list[str] | None = None,
+           **options) -> dict[str, Choice]:
+    """Per-locale choices of ``policy``; ``options`` are further :class:`MergeOptions` fields."""
+    return POLICIES.get(policy)(hist, locales or history_locales(hist), MergeOptions(k=k, **options))
 
 
 def load_ckpt_state(path: str | Path) -> dict[str, torch.Tensor]:

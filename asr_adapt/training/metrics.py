@@ -7,14 +7,16 @@ from collections import defaultdict
 import jiwer
 import torch.distributed as dist
 
+from asr_adapt.scoring.metrics import align_words
 from asr_adapt.scoring.normalise import get_normaliser
 
 
 class LocaleAccumulator:
     """Collects (ref, hyp) pairs per locale and computes WER/CER with jiwer.
 
-    References empty after normalisation are skipped (counted in ``skipped``) rather
-    than failing a whole validation: the data validator reports them up front.
+    References empty after normalisation are skipped rather than failing a whole
+    validation: the data validator reports them up front. :meth:`compute` also leaves the
+    per-utterance word errors in ``utt_errors`` (a merge policy bootstraps over them).
     """
 
     def __init__(self, normaliser: str = "multilingual") -> None:
@@ -23,6 +25,8 @@ class LocaleAccumulator:
 
     def reset(self) -> None:
         self.rows: list[tuple[str, str, str, str]] = []
+        # locale -> {"utt": ids, "err": word errors, "ref": reference words}, from the last compute()
+        self.utt_errors: dict[str, dict[str, list]] = {}
 
     def add(self, utt_ids, refs, hyps, langs) -> None:
         self.rows.extend(zip(utt_ids, refs, hyps, [lang or "und" for lang in langs]))
@@ -34,15 +38,18 @@ class LocaleAccumulator:
             dist.all_gather_object(gathered, rows)
             # DistributedSampler pads by repeating utterances: count each utterance once.
             rows = list({r[0]: r for part in gathered for r in part}.values())
-        by_loc: dict[str, list[tuple[str, str]]] = defaultdict(list)
-        for _, ref, hyp, loc in rows:
+        by_loc: dict[str, list[tuple[str, str, str]]] = defaultdict(list)
+        for utt, ref, hyp, loc in rows:
             r = self.normalize(ref)
             if r.strip():
-                by_loc[loc].append((r, self.normalize(hyp)))
+                by_loc[loc].append((utt, r, self.normalize(hyp)))
         out = {}
-        for loc, pairs in sorted(by_loc.items()):
-            refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
-            w = jiwer.process_words(refs, hyps)
+        self.utt_errors = {}
+        for loc, items in sorted(by_loc.items()):
+            utts, refs, hyps = (list(x) for x in zip(*items))
+            words = [a.counts for a in align_words(refs, hyps)]
+            errors, n_ref = [c.errors for c in words], [c.ref for c in words]
             c = jiwer.process_characters(refs, hyps)
-            out[loc] = {"wer": 100.0 * w.wer, "cer": 100.0 * c.cer, "n": len(pairs)}
+            out[loc] = {"wer": 100.0 * sum(errors) / sum(n_ref), "cer": 100.0 * c.cer, "n": len(items)}
+            self.utt_errors[loc] = {"utt": utts, "err": errors, "ref": n_ref}
         return out

@@ -199,6 +199,7 @@ class AdaptationModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         metrics = self.dev.compute(distributed=self.trainer.world_size > 1)
         self.last_dev_metrics = metrics
+        self.last_dev_utt_errors = self.dev.utt_errors
         for loc, m in metrics.items():
             self.log(f"dev_wer/{loc}", m["wer"], rank_zero_only=True)
             self.log(f"dev_cer/{loc}", m["cer"], rank_zero_only=True)

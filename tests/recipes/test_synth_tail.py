@@ -56,14 +56,20 @@ SMALL = (
     "--tail-locales", "el-GR", "--head-locales", "en-US", "--utts-per-locale", "6",
     "--train-utts", "24", "--tail-fraction", "1.0", "--adapters", "lda", "--max-steps", "16",
     "--val-every", "8", "--student-steps", "8", "--window", "4", "--batch-seconds", "16",
-    "--compare-systems", "false",
+    "--compare-systems", "false", "--lda-budget", "0.004",
 )
 
 
 def test_small_recipe(tmp_path):
     out = run_recipe(tmp_path, *SMALL)
     assert "stage 42" in out
-    check_report(tmp_path / "exp", ["el-GR"], ["en-US"])
+    exp = tmp_path / "exp"
+    check_report(exp, ["el-GR"], ["en-US"])
+    # --lda-budget reaches teacher and student; the final merge is the recipe's guarded one.
+    for run in ("lda_gen0", "lda_gen1"):
+        assert "target_fraction: 0.004" in (exp / run / "config.yaml").read_text()
+        assert len(list((exp / run / "checkpoints" / "dev_utts").glob("step*.json"))) == 2
+    assert json.loads((exp / "lda_gen1" / "merged" / "provenance.json").read_text())["policy"] == "best-significant"
     # Re-running a finished recipe redoes nothing; --stage 41 re-runs only scoring.
     again = run_recipe(tmp_path, *SMALL, "--stage", "41")
     assert "stage 41" in again and "train lda" not in again and "stage 40" not in again

@@ -12,11 +12,19 @@
 #   compare_systems              true: decode and score every trained system, not just the final one
 #   unlabelled                   data dir pseudo-labelled by each generation (default $data/unlabelled);
 #                                without one, generations are skipped with a warning.
+#   merge_policy                 how `asr-adapt merge` picks each locale's checkpoint (default
+#                                best-significant: the best single checkpoint unless a locale's own
+#                                peak is significantly better on its dev set)
+#   lda_budget                   LDA parameters per locale as a fraction of the base (default: the
+#                                LDA recipe's, 0.4 %)
 
 unlabelled=${unlabelled:-$data/unlabelled}
 # Whisper encoder window (s) adapters are trained and decoded at (the zero-shot base keeps the
 # decoder's safe default): adapters learn the context they are trained at.
 window=${window:-10}
+merge_policy=${merge_policy:-best-significant}
+lda_args=()
+if [ -n "${lda_budget:-}" ]; then lda_args=(--model.init_args.adapter_conf "{target_fraction: $lda_budget}"); fi
 
 train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
   local name=$1 adapter=$2; shift 2
@@ -37,7 +45,7 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
 merge() {  # merge "EXP [EXP...]" OUT [policy]
   if need_run "$2/.done"; then
     # shellcheck disable=SC2086  # $1 is a list of runs
-    asr-adapt merge $1 -o "$2" --policy "${3:-best}" --overwrite
+    asr-adapt merge $1 -o "$2" --policy "${3:-$merge_policy}" --overwrite
     touch "$2/.done"
   fi
 }
@@ -50,7 +58,9 @@ fi
 
 if should_run 10; then
   for a in $adapters; do
-    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]"
+    type_args=()
+    if [ "$a" = lda ]; then type_args=("${lda_args[@]}"); fi
+    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]" "${type_args[@]}"
   done
 fi
 
@@ -66,7 +76,7 @@ if should_run 20; then
       touch "$exp/pl_gen$g/.done"
     fi
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
-    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
+    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" "${lda_args[@]}" \
       --model.init_args.init_adapters "$teacher/bundle" \
       --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}" \
       ${student_conf:-}
@@ -75,9 +85,9 @@ fi
 
 final="lda_gen$generations"
 # Systems decoded on test, as name=adapter-bundle (empty: the base alone). "adapted" is the
-# final system: the last noisy-student generation, merged checkpoint-wise. With
-# --compare-systems true, every adapter type trained in stage 10 and the single-checkpoint
-# alternatives to checkpoint-wise merging (last; best macro-average) are decoded too.
+# final system: the last noisy-student generation, merged checkpoint-wise ($merge_policy). With
+# --compare-systems true, every adapter type trained in stage 10 and the alternatives to that
+# merge (last; best macro-average single checkpoint; plain per-locale best) are decoded too.
 systems="zeroshot= adapted=$exp/$final/merged"
 if [ "${compare_systems:-false}" = true ]; then
   for a in $adapters; do
@@ -86,6 +96,7 @@ if [ "${compare_systems:-false}" = true ]; then
     if [ "$a" = full ]; then systems+=" full_gen0=model:$exp/full_gen0/model"; else systems+=" ${a}_gen0=$exp/${a}_gen0/merged"; fi
   done
   systems+=" ${final}_last=$exp/$final/last ${final}_best_single=$exp/$final/best_single"
+  if [ "$merge_policy" != best ]; then systems+=" ${final}_best_per_locale=$exp/$final/best_per_locale"; fi
 fi
 
 if should_run 30; then
@@ -94,7 +105,7 @@ if should_run 30; then
   runs=""
   for g in $(seq 0 "$generations"); do runs+=" $exp/lda_gen$g"; done
   log "stage 30: checkpoint-wise merge of$runs"
-  merge "$runs" "$exp/$final/merged" best
+  merge "$runs" "$exp/$final/merged"
   if [ "${compare_systems:-false}" = true ]; then
     for a in $adapters; do
       [ "${a}_gen0" = "$final" ] && continue
@@ -105,13 +116,14 @@ if should_run 30; then
           touch "$exp/full_gen0/model/.done"
         fi
       else
-        merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged" best
+        merge "$exp/${a}_gen0" "$exp/${a}_gen0/merged"
       fi
     done
     merge "$exp/$final" "$exp/$final/last" last
     # The best single checkpoint is chosen from the same pool the checkpoint-wise merge draws
     # on (every generation), so the two differ only in choosing per locale or all at once.
     merge "$runs" "$exp/$final/best_single" best-macro
+    if [ "$merge_policy" != best ]; then merge "$runs" "$exp/$final/best_per_locale" best; fi
   fi
 fi
 

@@ -33,6 +33,8 @@ val_every=200
 data=data
 exp=exp
 nj=4
+merge_policy=best-significant  # per-locale checkpoint choice: best-significant | best | best-macro | last | avg-top-k
+lda_budget=""           # LDA parameters per locale as a fraction of the base, e.g. 0.015 (empty: 0.4 %)
 help_message="Usage: $0 --fleurs-root DIR [options]   (stages: 0-9 data, 10-19 train, 20-29 pseudo-labels, 30-39 merge, 40-49 decode/score)"
 . utils/parse_options.sh
 

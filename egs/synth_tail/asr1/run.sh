@@ -37,6 +37,8 @@ val_every=50
 data=data
 exp=exp
 nj=2
+merge_policy=best-significant  # per-locale checkpoint choice: best-significant | best | best-macro | last | avg-top-k
+lda_budget=""           # LDA parameters per locale as a fraction of the base, e.g. 0.015 (empty: 0.4 %)
 trainer_conf=""         # extra trainer config applied after conf/train.yaml, e.g. trainer_gpu.yaml (one GPU, bf16)
 help_message="Usage: $0 [options]   (stages: 0-9 data, 10-19 train, 20-29 pseudo-labels, 30-39 merge, 40-49 decode/score)"
 . utils/parse_options.sh
