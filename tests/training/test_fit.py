@@ -50,6 +50,12 @@ def test_fit_resume_merge(setup):
     assert [r["step"] for r in hist] == [2, 4]
     assert set(hist[0]["locales"]) == {"el-GR", "uk-UA"}
     assert all(0 <= m["wer"] for r in hist for m in r["locales"].values())
+    # Per-utterance dev word errors beside each validation; they add up to that step's WER.
+    for r in hist:
+        utts = json.loads((exp / "checkpoints" / r["utt_errors"]).read_text())
+        for loc, m in r["locales"].items():
+            assert len(utts[loc]["utt"]) == m["n"] == 2
+            assert 100.0 * sum(utts[loc]["err"]) / sum(utts[loc]["ref"]) == pytest.approx(m["wer"])
     assert (exp / "config.yaml").exists() and (exp / "checkpoints" / "history.csv").exists()
 
     # Adapter-only checkpoints: only trainable (adapter) tensors, plus optimizer state for resume.

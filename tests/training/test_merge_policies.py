@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 
@@ -28,6 +30,55 @@ def test_best_macro_last_and_avg_top_k():
     assert top["el"].steps == (200, 400) and top["el"].dev_wer == pytest.approx(31.5)
 
 
+def _with_utt_errors(tmp_path, hist, errors):
+    """``hist`` with per-utterance dev errors: ``errors[step][loc]`` lists word errors per utterance
+    (every utterance 10 reference words); the records' WERs are made consistent with them."""
+    out = []
+    for r in hist:
+        utts = {loc: {"utt": [f"{loc}-{i}" for i in range(len(e))], "err": list(e), "ref": [10] * len(e)}
+                for loc, e in errors[r["step"]].items()}
+        path = tmp_path / f"utts{r['step']}.json"
+        path.write_text(json.dumps(utts))
+        locs = {loc: {"wer": 100.0 * sum(u["err"]) / sum(u["ref"])} for loc, u in utts.items()}
+        out.append(dict(r, locales=locs, utt_errors=str(path)))
+    return out
+
+
+def test_best_significant_moves_a_locale_only_on_a_significant_dev_gain(tmp_path):
+    n = 40
+    errors = {
+        # step 100: el much better on every utterance than at step 200 (a real peak).
+        100: {"el": [1] * n, "uk": [5] * n},
+        # step 200: the best macro checkpoint.
+        200: {"el": [3] * n, "uk": [2] * n},
+        # step 300: uk slightly better on average, but only on 2 of 40 utterances (noise).
+        300: {"el": [4] * n, "uk": [2] * (n - 2) + [1, 0]},
+    }
+    hist = _with_utt_errors(tmp_path, HIST[:3], errors)
+    assert choose(hist, "best")["uk"].steps == (300,)  # plain argmin follows the noise
+    ch = choose(hist, "best-significant")
+    assert ch["el"].steps == (100,) and ch["el"].p_improve == 1.0
+    assert ch["uk"].steps == (200,) and ch["uk"].p_improve < 0.95  # stays on the best single checkpoint
+    assert ch["uk"].dev_wer == 20.0
+    # A stricter or looser threshold moves only the borderline locale.
+    assert choose(hist, "best-significant", min_prob=0.05)["uk"].steps == (300,)
+
+
+def test_best_significant_without_utterance_errors_says_what_to_do(tmp_path):
+    # HIST has no per-utterance errors (trained before they were recorded).
+    with pytest.raises(ValueError, match="--policy best"):
+        choose(HIST, "best-significant")
+    errors = {s: {"el": [1, 2], "uk": [1, 2]} for s in (100, 200)}
+    hist = _with_utt_errors(tmp_path, HIST[:2], errors)
+    # el's own best (step 100) is not the best macro checkpoint (step 200), so they are compared.
+    hist[0]["locales"]["el"]["wer"], hist[0]["locales"]["uk"]["wer"] = 1.0, 90.0
+    utts = json.loads(open(hist[0]["utt_errors"]).read())
+    utts["el"]["utt"] = ["x", "y"]  # a different dev set
+    open(hist[0]["utt_errors"], "w").write(json.dumps(utts))
+    with pytest.raises(ValueError, match="different dev utterances"):
+        choose(hist, "best-significant")
+
+
 def test_unknown_policy_lists_known():
     with pytest.raises(KeyError, match="best-macro"):
         choose(HIST, "median")
@@ -47,8 +98,6 @@ def test_assemble_takes_each_locale_from_its_checkpoint(tmp_path):
 
 def test_histories_of_generations_are_pooled(tmp_path):
     """A locale whose student never beats its teacher keeps the teacher's checkpoint."""
-    import json
-
     from asr_adapt.training.ckpt_merge import load_histories
 
     for run, recs in (("gen0", HIST[:2]), ("gen1", [dict(HIST[2], step=50), dict(HIST[3], step=100)])):
