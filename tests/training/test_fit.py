@@ -41,7 +41,7 @@ def _history(exp):
     return [json.loads(line) for line in (exp / "checkpoints" / "history.jsonl").read_text().splitlines()]
 
 
-def test_fit_resume_merge(setup):
+def test_fit_resume_merge(setup, capsys):
     root, conf = setup
     exp = root / "exp"
     args = ["fit", "--config", str(conf), "--trainer.default_root_dir", str(exp)]
@@ -93,6 +93,23 @@ def test_fit_resume_merge(setup):
     teacher = load_teacher("whisper", str(root / "tiny"), str(root / "bundle"))
     assert set(adapter_locales(teacher)) == {"el-GR", "uk-UA"}
     _check_system_cost(root, exp, hist)
+    _check_merge_cli(root, exp, hist, capsys)
+
+
+def _check_merge_cli(root, exp, hist, capsys):
+    """The guarded merge from the command line: best-macro checkpoint unless a gain is significant."""
+    from asr_adapt.cli.main import main
+    from asr_adapt.training.ckpt_merge import choose, load_history
+
+    out = root / "bundle_sig"
+    assert main(["merge", str(exp), "-o", str(out), "--policy", "best-significant"]) == 0
+    assert "P(own best > best macro)" in capsys.readouterr().out
+    prov = json.loads((out / "provenance.json").read_text())
+    assert prov["policy"] == "best-significant" and prov["min_prob"] == 0.95
+    expected = choose(load_history(exp), "best-significant")
+    assert {loc: tuple(p["steps"]) for loc, p in prov["locales"].items()} == {loc: c.steps for loc, c in expected.items()}
+    with pytest.raises(SystemExit, match="min-prob"):
+        main(["merge", str(exp), "-o", str(out), "--overwrite", "--policy", "best-significant", "--min-prob", "0"])
 
 
 def _check_system_cost(root, exp, hist):
