@@ -35,6 +35,7 @@ import torch
 
 from asr_adapt.fileio import read_jsonl
 from asr_adapt.registry import Registry
+from asr_adapt.scoring.bootstrap import locale_rng, prob_improvement, rates, resample_sums
 
 log = logging.getLogger(__name__)
 
@@ -160,8 +161,6 @@ def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
 
 def prob_improvement_on_dev(system: dict, baseline: dict, loc: str, opts: MergeOptions) -> float:
     """Paired bootstrap over ``loc``'s dev utterances: P(WER of ``system`` < WER of ``baseline``)."""
-    from asr_adapt.scoring.bootstrap import locale_rng, prob_improvement, rates, resample_sums
-
     a, b = utt_errors(system, loc), utt_errors(baseline, loc)
     if a.keys() != b.keys():
         raise ValueError(f"{loc}: steps {system['step']} and {baseline['step']} were validated on different "
