@@ -44,8 +44,9 @@ def merge_experiment(
 
     Several runs (e.g. the teacher and student generations of noisy-student training, which
     share the adapter layout) are pooled: a locale may take its adapter from any of them.
-    Writes the bundle (per-locale adapter files), ``provenance.json`` (locale -> step(s),
-    checkpoint, dev WER) and ``dev_wer_curves.png`` with the chosen peaks marked.
+    Writes the bundle (per-locale adapter files), ``provenance.json`` (policy, ``k`` or
+    ``min_prob`` where they apply; locale -> step(s), checkpoint(s), dev WER and, for
+    best-significant, ``p_improve``) and ``dev_wer_curves.png`` with the chosen peaks marked.
     """
     exps = [Path(e) for e in (exp_dir if isinstance(exp_dir, list | tuple) else [exp_dir])]
     out_dir = Path(out_dir)
@@ -63,9 +64,15 @@ def merge_experiment(
         loc: {"backbone." + key for key in set(adapter_state_dict(module.backbone, locales=[loc])) - shared}
         for loc in locales
     }
-    if shared and len({c.ckpts for c in choices.values()}) > 1:
-        log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
-    shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
+    # Shared tensors (S2-LoRA's A/B) belong to no locale: when every locale comes from one
+    # checkpoint they come from it too, otherwise from the best macro-average checkpoint.
+    sources = {c.ckpts for c in choices.values()}
+    if len(sources) == 1 and len(next(iter(sources))) == 1:
+        shared_ckpt = next(iter(sources))[0]
+    else:
+        shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
+        if shared:
+            log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
     state = assemble_state("", choices, locale_keys, shared_ckpt)  # ckpts are full paths
     module.load_state_dict(state, strict=True)
     provenance = {

@@ -14,12 +14,15 @@ choice is a policy (registered by name):
 
 Plain ``best`` is an argmin over noisy dev WERs: when a locale's curve is flat, its "peak"
 is whichever checkpoint happened to suit its few dev voices, and the merge can end up worse
-on test than the best single checkpoint. ``best-significant`` moves a locale off the best
-single checkpoint only when the dev evidence says the gain is real.
+on test than the best single checkpoint. ``best-significant`` guards against the noisiest of
+those picks. The bootstrap runs on the same dev utterances that chose both checkpoints, so
+P(improve) is biased upwards (more so with more validations): ``min_prob`` 0.95 is a guard,
+not a 5 % false-move rate.
 
 Checkpoint-wise merging assumes locale-owned parameters are independent of each other. For
-adapters with globally shared parameters (S2-LoRA's A/B) the shared tensors are taken from
-the best-macro checkpoint and a warning says so.
+adapters with globally shared parameters (S2-LoRA's A/B) the shared tensors come from the
+checkpoint every locale was taken from, or, when locales come from different checkpoints,
+from the best-macro checkpoint, and a warning says so.
 """
 
 from __future__ import annotations
@@ -77,8 +80,9 @@ def history_path(exp_or_ckpt_dir: str | Path) -> Path:
 def load_history(exp_or_ckpt_dir: str | Path) -> History:
     """Read ``history.jsonl`` from an experiment dir or its ``checkpoints/`` dir; sorted by step."""
     path = history_path(exp_or_ckpt_dir)
-    # Per-utterance dev errors live in a side file per validation; made absolute here so the
-    # record stays self-contained when histories of several runs are pooled.
+    # Per-utterance dev errors live in a side file per validation; its name is joined to the
+    # history's folder here (as ``ckpt`` is in load_histories), so the record still finds it
+    # when histories of several runs are pooled.
     hist = [dict(r, utt_errors=str(path.parent / r["utt_errors"])) if r.get("utt_errors") else r
             for r in read_jsonl(path) if r.get("locales")]
     if not hist:
@@ -152,19 +156,24 @@ def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
     if not rec.get("utt_errors"):
         raise ValueError(
             f"checkpoint {rec['ckpt']} (step {rec['step']}) has no per-utterance dev errors: it was trained "
-            "before they were recorded. Retrain, or merge with --policy best or best-macro.")
+            "before they were recorded. Retrain, or merge with `asr-adapt merge --policy best` "
+            "(recipes: `run.sh --merge-policy best`).")
     d = json.loads(Path(rec["utt_errors"]).read_text(encoding="utf-8")).get(loc)
     if d is None:
         raise ValueError(f"{rec['utt_errors']} has no dev utterances of {loc}")
-    return {u: (e, n) for u, e, n in zip(d["utt"], d["err"], d["ref"])}
+    out = {u: (e, n) for u, e, n in zip(d["utt"], d["err"], d["ref"])}
+    if len(out) != len(d["utt"]):
+        raise ValueError(f"{rec['utt_errors']}: repeated utterance ids in {loc}'s dev set; give each dev "
+                         "utterance a unique id so the paired comparison counts each once")
+    return out
 
 
 def prob_improvement_on_dev(system: dict, baseline: dict, loc: str, opts: MergeOptions) -> float:
     """Paired bootstrap over ``loc``'s dev utterances: P(WER of ``system`` < WER of ``baseline``)."""
     a, b = utt_errors(system, loc), utt_errors(baseline, loc)
-    if a.keys() != b.keys():
+    if a.keys() != b.keys() or any(a[u][1] != b[u][1] for u in b):
         raise ValueError(f"{loc}: steps {system['step']} and {baseline['step']} were validated on different "
-                         "dev utterances; a paired comparison needs the same dev set")
+                         "dev utterances or references; a paired comparison needs the same dev set")
     utts = sorted(a)
     ref = np.array([b[u][1] for u in utts], dtype=np.float64)
     res = resample_sums([np.array([a[u][0] for u in utts], dtype=np.float64),
@@ -179,6 +188,9 @@ def best_significant(hist: History, locales: list[str], opts: MergeOptions) -> d
     out = {}
     for loc in locales:
         own = min(hist, key=lambda r: (_wer(r, loc), -r["step"]))
+        if loc not in base["locales"]:
+            out[loc] = _choice(loc, [own])  # nothing to compare with: the locale's own best
+            continue
         if _wer(own, loc) >= _wer(base, loc):
             out[loc] = _choice(loc, [base])  # the best single checkpoint ties this locale's best
             continue

@@ -7,7 +7,14 @@ import json
 import pytest
 import torch
 
-from asr_adapt.training.ckpt_merge import assemble_state, choose
+from asr_adapt.training.ckpt_merge import (
+    MergeOptions,
+    assemble_state,
+    choose,
+    load_histories,
+    prob_improvement_on_dev,
+    utt_errors,
+)
 
 HIST = [
     {"step": 100, "ckpt": "a.ckpt", "locales": {"el": {"wer": 50.0}, "uk": {"wer": 40.0}}},
@@ -60,8 +67,18 @@ def test_best_significant_moves_a_locale_only_on_a_significant_dev_gain(tmp_path
     assert ch["el"].steps == (100,) and ch["el"].p_improve == 1.0
     assert ch["uk"].steps == (200,) and ch["uk"].p_improve < 0.95  # stays on the best single checkpoint
     assert ch["uk"].dev_wer == 20.0
-    # A stricter or looser threshold moves only the borderline locale.
+    # A looser threshold moves the borderline locale too.
     assert choose(hist, "best-significant", min_prob=0.05)["uk"].steps == (300,)
+
+
+def test_best_significant_locale_missing_from_best_macro_takes_its_own_best(tmp_path):
+    hist = _with_utt_errors(tmp_path, HIST[:2], {100: {"el": [1, 1]}, 200: {"el": [2, 2], "uk": [3, 3]}})
+    ch = choose(hist, "best-significant", locales=["el", "uk"])
+    # Step 100 has no uk, so step 200 is the best macro checkpoint; el beats it on every utterance.
+    assert ch["uk"].steps == (200,) and ch["el"].steps == (100,) and ch["el"].p_improve == 1.0
+    # No record has every locale: the best macro one lacks el, which then takes its own best.
+    del hist[1]["locales"]["el"]
+    assert choose(hist, "best-significant", locales=["el", "uk"])["el"].steps == (100,)
 
 
 def test_best_significant_without_utterance_errors_says_what_to_do(tmp_path):
@@ -98,8 +115,6 @@ def test_assemble_takes_each_locale_from_its_checkpoint(tmp_path):
 
 def test_histories_of_generations_are_pooled(tmp_path):
     """A locale whose student never beats its teacher keeps the teacher's checkpoint."""
-    from asr_adapt.training.ckpt_merge import load_histories
-
     for run, recs in (("gen0", HIST[:2]), ("gen1", [dict(HIST[2], step=50), dict(HIST[3], step=100)])):
         d = tmp_path / run / "checkpoints"
         d.mkdir(parents=True)
@@ -109,3 +124,18 @@ def test_histories_of_generations_are_pooled(tmp_path):
     ch = choose(hist, "best")
     assert ch["el"].ckpts == (str(tmp_path / "gen0" / "checkpoints" / "b.ckpt"),)  # 30.0 in the teacher
     assert ch["uk"].ckpts == (str(tmp_path / "gen1" / "checkpoints" / "c.ckpt"),)  # 40.0, latest
+
+
+def test_pooled_generations_find_their_own_utterance_errors(tmp_path):
+    """Both runs name ``dev_utts/step0000100.json``; each record reads its own run's file."""
+    for run, err in (("gen0", [1] * 30), ("gen1", [4] * 30)):
+        d = tmp_path / run / "checkpoints"
+        (d / "dev_utts").mkdir(parents=True)
+        utts = {"el": {"utt": [f"u{i}" for i in range(30)], "err": err, "ref": [10] * 30}}
+        (d / "dev_utts" / "step0000100.json").write_text(json.dumps(utts))
+        rec = {"step": 100, "ckpt": "step0000100.ckpt", "utt_errors": "dev_utts/step0000100.json",
+               "locales": {"el": {"wer": 10.0 * err[0]}}}
+        (d / "history.jsonl").write_text(json.dumps(rec) + "\n")
+    hist = load_histories([tmp_path / "gen0", tmp_path / "gen1"])
+    assert [utt_errors(r, "el")["u0"] for r in hist] == [(1, 10), (4, 10)]
+    assert prob_improvement_on_dev(hist[0], hist[1], "el", MergeOptions()) == 1.0

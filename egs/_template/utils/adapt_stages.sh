@@ -101,7 +101,7 @@ fi
 
 if should_run 30; then
   # Checkpoint-wise merge over every generation's checkpoints: a locale whose student never
-  # beat its teacher keeps the teacher's adapter.
+  # beat its teacher (significantly, under best-significant) keeps the teacher's adapter.
   runs=""
   for g in $(seq 0 "$generations"); do runs+=" $exp/lda_gen$g"; done
   log "stage 30: checkpoint-wise merge of$runs"
