@@ -28,6 +28,8 @@ if [ -n "${lda_budget:-}" ]; then lda_args=(--model.init_args.adapter_conf "{tar
 
 train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
   local name=$1 adapter=$2; shift 2
+  # Teacher and students alike: a student loads its teacher's adapters, so the shapes must match.
+  if [ "$adapter" = lda ]; then set -- "$@" "${lda_args[@]}"; fi
   if need_run "$exp/$name/.done"; then
     log "train $name ($adapter)"
     local resume=""
@@ -58,9 +60,7 @@ fi
 
 if should_run 10; then
   for a in $adapters; do
-    type_args=()
-    if [ "$a" = lda ]; then type_args=("${lda_args[@]}"); fi
-    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]" "${type_args[@]}"
+    train_adapter "${a}_gen0" "$a" --data.train "[$data/train]"
   done
 fi
 
@@ -76,7 +76,7 @@ if should_run 20; then
       touch "$exp/pl_gen$g/.done"
     fi
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
-    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" "${lda_args[@]}" \
+    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
       --model.init_args.init_adapters "$teacher/bundle" \
       --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}" \
       ${student_conf:-}
