@@ -28,29 +28,28 @@ import numpy as np
 import torch
 
 from asr_adapt import routing
-from asr_adapt.decoding.transducer_search import GreedyState, greedy_step
-from asr_adapt.models.transducer.config import FRAME_S
+from asr_adapt.decoding.transducer_search import MIN_FRAME_MS, GreedyState, chunk_frames, greedy_step
 
 
 @dataclass(frozen=True)
 class TransducerStreamingConfig:
     """One streaming operating point of the transducer."""
 
-    chunk_ms: int = field(default=320, metadata={"help": "encoder chunk (ms, multiple of 40) = audio piece size"})
+    chunk_ms: int = field(default=320, metadata={
+        "help": "encoder chunk = audio piece size (ms, a multiple of the model's 40 or 80 ms frame)"})
     left_context_chunks: int = field(default=-1, metadata={
         "help": "chunks of left context the first pass attends to; -1: unlimited"})
     max_symbols_per_frame: int = field(default=3, metadata={"help": "greedy: cap on tokens per encoder frame"})
 
     def __post_init__(self) -> None:
-        frame_ms = round(FRAME_S * 1000)
-        if self.chunk_ms < frame_ms or self.chunk_ms % frame_ms:
-            raise ValueError(f"chunk_ms must be a positive multiple of {frame_ms}, got {self.chunk_ms}")
+        if self.chunk_ms < MIN_FRAME_MS or self.chunk_ms % MIN_FRAME_MS:
+            raise ValueError(f"chunk_ms must be a positive multiple of {MIN_FRAME_MS}, got {self.chunk_ms}")
         if self.left_context_chunks < -1:
             raise ValueError("left_context_chunks must be -1 (unlimited) or >= 0")
 
-    @property
-    def chunk_frames(self) -> int:
-        return self.chunk_ms // round(FRAME_S * 1000)
+    def chunk_frames(self, frame_ms: int) -> int:
+        """Chunk size in encoder frames of ``frame_ms`` each."""
+        return chunk_frames(self.chunk_ms, frame_ms)
 
 
 @dataclass
@@ -83,7 +82,7 @@ def stream_transducer(model, wav: np.ndarray, lang: str | None, config: Transduc
     first = chunk + _overhang_samples(fb)
     wav = np.asarray(wav, dtype=np.float32)
     n = len(wav)
-    state = model.init_streaming_state(1, config.chunk_frames, config.left_context_chunks)
+    state = model.init_streaming_state(1, config.chunk_frames(model.config.frame_ms), config.left_context_chunks)
     search = GreedyState.start(model, 1, model.cmvn.mean.device)
     out = TokenStream([], [], [], [])
     received, feats_done = 0, 0  # samples received, feature frames computed so far
@@ -112,7 +111,7 @@ def stream_transducer(model, wav: np.ndarray, lang: str | None, config: Transduc
     out.processing_s = time.perf_counter() - t0
     out.tokens = list(search.tokens[0])
     out.frame_times = list(search.times[0])
-    reach = FRAME_S + _overhang_samples(fb) / model.config.sample_rate
+    reach = model.config.frame_s + _overhang_samples(fb) / model.config.sample_rate
     out.avail_times = [round(t + reach, 4) for t in out.frame_times]
     return out
 

@@ -24,8 +24,18 @@ import torch
 
 from asr_adapt import routing
 from asr_adapt.models.base import Hypothesis
-from asr_adapt.models.transducer.config import FRAME_S, SUBSAMPLING
 from asr_adapt.registry import Registry
+
+
+MIN_FRAME_MS = 40  # the finest encoder frame (4x subsampling); chunk sizes are multiples of it
+
+
+def chunk_frames(chunk_ms: int, frame_ms: int) -> int:
+    """``chunk_ms`` in encoder frames; a clear error when it is not a whole number of them."""
+    if chunk_ms <= 0 or chunk_ms % frame_ms:
+        raise ValueError(f"chunk_ms={chunk_ms} is not a positive multiple of this model's {frame_ms} ms "
+                         f"encoder frame; use e.g. {frame_ms * max(1, round(chunk_ms / frame_ms))}")
+    return chunk_ms // frame_ms
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,8 @@ class TransducerDecodingOptions:
         "help": "'greedy' or 'modified_beam' (at most one symbol per frame); streaming supports greedy"})
     beam_size: int = field(default=4, metadata={"help": "hypotheses kept by modified beam search"})
     chunk_ms: int = field(default=320, metadata={
-        "help": "first-pass attention chunk in ms (multiple of 40); 0: full attention (full mode only)"})
+        "help": "first-pass attention chunk in ms (a multiple of the model's frame: 40 or 80 ms); "
+                "0: full attention (full mode only)"})
     left_context_chunks: int = field(default=-1, metadata={
         "help": "chunks of left context the first pass attends to; -1: unlimited"})
     max_symbols_per_frame: int = field(default=3, metadata={
@@ -51,9 +62,8 @@ class TransducerDecodingOptions:
             raise ValueError("streaming decoding supports method='greedy' only")
         if self.beam_size < 1:
             raise ValueError(f"beam_size must be >= 1, got {self.beam_size}")
-        frame_ms = round(FRAME_S * 1000)
-        if self.chunk_ms < 0 or self.chunk_ms % frame_ms:
-            raise ValueError(f"chunk_ms must be 0 or a positive multiple of {frame_ms}, got {self.chunk_ms}")
+        if self.chunk_ms < 0 or self.chunk_ms % MIN_FRAME_MS:
+            raise ValueError(f"chunk_ms must be 0 or a positive multiple of {MIN_FRAME_MS}, got {self.chunk_ms}")
         if self.mode == "streaming" and self.chunk_ms == 0:
             raise ValueError("streaming needs chunk_ms > 0")
         if self.left_context_chunks < -1:
@@ -61,10 +71,9 @@ class TransducerDecodingOptions:
         if self.max_symbols_per_frame < 1:
             raise ValueError("max_symbols_per_frame must be >= 1")
 
-    @property
-    def chunk_frames(self) -> int:
-        """Chunk size in encoder frames; -1 for full attention."""
-        return self.chunk_ms // round(FRAME_S * 1000) if self.chunk_ms else -1
+    def chunk_frames(self, frame_ms: int) -> int:
+        """Chunk size in encoder frames of ``frame_ms`` each; -1 for full attention."""
+        return chunk_frames(self.chunk_ms, frame_ms) if self.chunk_ms else -1
 
 
 @dataclass
@@ -136,7 +145,7 @@ def greedy_step(model, enc_p: torch.Tensor, lengths: torch.Tensor, st: GreedySta
                 break
             for b in emit.nonzero().flatten().tolist():
                 st.tokens[b].append(int(tok[b]))
-                st.times[b].append(round((st.frame + t) * FRAME_S, 3))
+                st.times[b].append(round((st.frame + t) * model.config.frame_s, 3))
             shifted = torch.cat([st.context[:, 1:], tok[:, None]], dim=1)
             st.context = torch.where(emit[:, None], shifted, st.context)
             st.dec_p = torch.where(emit[:, None], _decoder_proj(model, st.context), st.dec_p)
@@ -184,7 +193,7 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
                 h, v = divmod(idx, vocab)
                 key, base = keys[h], hyps[keys[h]]
                 if v != blank:
-                    key, times = key + (v,), base.times + [round(t * FRAME_S, 3)]
+                    key, times = key + (v,), base.times + [round(t * model.config.frame_s, 3)]
                 else:
                     times = base.times
                 if key in new:
@@ -203,7 +212,7 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
 def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
     """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
     with routing.use(langs):
-        out = model.encode(feats, lengths, options.chunk_frames, options.left_context_chunks)
+        out = model.encode(feats, lengths, options.chunk_frames(model.config.frame_ms), options.left_context_chunks)
     enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
     enc_p = model.joiner.project_encoder(enc, name)
     return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options)
@@ -213,8 +222,8 @@ def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
 def decode_streaming(model, feats, lengths, langs, options) -> list[SearchResult]:
     """First pass chunk by chunk (``chunk_ms`` of features per call), greedy as frames arrive."""
     b, t_total, _ = feats.shape
-    c = options.chunk_frames
-    step = SUBSAMPLING * c
+    c = options.chunk_frames(model.config.frame_ms)
+    step = model.config.subsampling * c
     state = model.init_streaming_state(b, c, options.left_context_chunks)
     search = GreedyState.start(model, b, feats.device)
     with routing.use(langs):

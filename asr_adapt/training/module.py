@@ -168,9 +168,13 @@ class AdaptationModule(L.LightningModule):
             return None
         return (spec_augment(args[0], self.augment),) + tuple(args[1:])
 
+    def train_loss(self, batch: dict) -> torch.Tensor:
+        """The backbone's training loss on one batch (families may add terms or a curriculum)."""
+        return self.backbone.compute_loss(batch["wavs"], batch["texts"], batch["langs"])
+
     def training_step(self, batch: dict, batch_idx: int):
         with routing.use(batch["langs"]):
-            loss = self.backbone.compute_loss(batch["wavs"], batch["texts"], batch["langs"])
+            loss = self.train_loss(batch)
         reg = regularization_loss(self.backbone)
         total = loss + reg
         if not torch.isfinite(total):
@@ -205,8 +209,7 @@ class AdaptationModule(L.LightningModule):
             self.log(f"dev_cer/{loc}", m["cer"], rank_zero_only=True)
 
     def configure_optimizers(self):
-        params = [p for p in self.parameters() if p.requires_grad]
-        opt = self.optimizer_factory(params)
+        opt = self.optimizer_factory(decay_groups(self))
         if self.scheduler_factory is None:
             return opt
         return {"optimizer": opt, "lr_scheduler": {"scheduler": self.scheduler_factory(opt), "interval": "step"}}
@@ -228,8 +231,47 @@ class TransducerAdaptationModule(AdaptationModule):
 
     family = "transducer"
 
-    def __init__(self, model: str = "exp/foundation", **kwargs: Any) -> None:
+    def __init__(self, model: str = "exp/foundation", full_context_steps: int = 0, **kwargs: Any) -> None:
+        """
+        Args:
+            full_context_steps: train the first pass with full attention for this many steps
+                before dynamic chunks start (a young model learns the alignment first, then
+                to stream); 0: dynamic chunks from the first step.
+        """
         super().__init__(model=model, **kwargs)
+        if full_context_steps < 0:
+            raise ValueError("full_context_steps must be >= 0")
+        self.full_context_steps = full_context_steps
+
+    def train_loss(self, batch: dict) -> torch.Tensor:
+        chunking = {"chunk_size": -1, "left_chunks": -1} if self.global_step < self.full_context_steps else {}
+        terms = self.backbone.loss_terms(batch["wavs"], batch["texts"], batch["langs"], **chunking)
+        bs = len(batch["wavs"])
+        for name, value in terms.items():  # each pass's transducer (and CTC) loss on its own
+            if name != "loss":
+                self.log(f"train/{name}", value.detach(), batch_size=bs)
+        return terms["loss"]
+
+
+def decay_groups(module: torch.nn.Module) -> list[dict[str, Any]]:
+    """Trainable parameters in two optimizer groups: matrices (the optimizer's weight decay)
+    and biases, norm gains and embeddings (``weight_decay=0``).
+
+    Decaying a LayerNorm gain or a bias towards zero fights the normalisation itself and,
+    in a young transducer, the blank bias the joiner needs; BERT, ESPnet and icefall all
+    exempt them. With ``weight_decay: 0`` in the recipe both groups are the same.
+    """
+    decay, plain = [], []
+    for name, p in module.named_parameters():
+        if not p.requires_grad:
+            continue
+        exempt = p.ndim < 2 or "norm" in name or isinstance(_owner(module, name), torch.nn.Embedding)
+        (plain if exempt else decay).append(p)
+    return [g for g in ({"params": decay}, {"params": plain, "weight_decay": 0.0}) if g["params"]]
+
+
+def _owner(module: torch.nn.Module, param_name: str) -> torch.nn.Module:
+    return module.get_submodule(param_name.rpartition(".")[0]) if "." in param_name else module
 
 
 def macro(metrics: Mapping[str, Mapping[str, float]], key: str = "wer") -> float:

@@ -128,7 +128,7 @@ def test_streaming_decode_matches_offline_first_pass_greedy(trained):
     feats, lens = model.features(wavs)
     opts = TransducerDecodingOptions(mode="streaming", chunk_ms=160, left_context_chunks=1)
     with torch.no_grad():
-        out = model.encode(feats, lens, opts.chunk_frames, opts.left_context_chunks, second_pass=False)
+        out = model.encode(feats, lens, opts.chunk_frames(model.config.frame_ms), opts.left_context_chunks, second_pass=False)
         offline = greedy_search(model, model.joiner.project_encoder(out.first, "first_pass"), out.lengths, opts)
     streamed = model.transcribe_batch(wavs, [None] * 3, opts)
     for s, o in zip(streamed, offline):
@@ -139,8 +139,8 @@ def test_options_are_validated_and_registered():
     assert {"greedy", "modified_beam"} <= set(SEARCH_METHODS.names())
     assert {"full", "streaming"} <= set(DECODE_MODES.names())
     opts = TransducerDecodingOptions()
-    assert dataclasses.replace(opts, chunk_ms=640).chunk_frames == 16
-    assert dataclasses.replace(opts, chunk_ms=0).chunk_frames == -1
+    assert dataclasses.replace(opts, chunk_ms=640).chunk_frames(40) == 16
+    assert dataclasses.replace(opts, chunk_ms=0).chunk_frames(40) == -1
     for f in dataclasses.fields(TransducerDecodingOptions):
         assert f.metadata.get("help")
     for bad in (dict(mode="nope"), dict(method="nope"), dict(mode="streaming", method="modified_beam"),

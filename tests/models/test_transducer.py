@@ -103,6 +103,60 @@ def test_loss_weights_combine_both_passes(model):
     assert torch.allclose(terms["loss"], expected)
 
 
+def test_ctc_heads_add_a_loss_per_pass_that_reaches_the_encoder_without_the_joiner():
+    torch.manual_seed(0)
+    m = TransducerBackbone.from_preset("tiny", CharTokenizer.train(TEXTS), ctc_weight=0.3, subsampling=8)
+    terms = m.loss_terms(_wavs((1.2, 1.0, 0.9)), TEXTS, [None] * 3, chunk_size=-1, left_chunks=-1)
+    assert set(terms) == {"first_pass", "second_pass", "ctc_first_pass", "ctc_second_pass", "loss"}
+    w, cfg = 0.3, m.config
+    expected = sum(cfg_w * ((1 - w) * terms[p] + w * terms[f"ctc_{p}"])
+                   for p, cfg_w in (("first_pass", cfg.first_pass_weight), ("second_pass", cfg.second_pass_weight)))
+    assert torch.allclose(terms["loss"], expected)
+    # The CTC term alone trains the encoder and its head, and nothing of the joiner.
+    terms["ctc_second_pass"].backward()
+    assert m.encoder.first_pass.layers[0].attn.q_proj.weight.grad.abs().sum() > 0
+    assert all(p.grad is None for p in m.joiner.parameters())
+    # 80 ms frames: each head emits two 40 ms CTC frames per encoder frame.
+    enc = torch.zeros(2, 5, cfg.d_model)
+    assert m.ctc_log_probs(enc, "first_pass").shape == (2, 10, cfg.vocab_size)
+
+
+def test_compact_preset_is_a_small_8x_char_model():
+    cfg = PRESETS.get("compact")
+    assert cfg.subsampling == 8 and cfg.tokenizer == "char"
+    m = TransducerBackbone.from_preset("compact", CharTokenizer.train(TEXTS))
+    n = sum(p.numel() for p in m.parameters())
+    assert n * 2 < 30e6  # ships as float16 (see save_pretrained) under 30 MB
+    assert m.config.frame_ms == 80
+
+
+def test_half_precision_storage_loads_back_as_float32(model, tmp_path):
+    model.save_pretrained(tmp_path / "m16", dtype=torch.float16)
+    again = TransducerBackbone.from_pretrained(tmp_path / "m16")
+    a, b = model.state_dict(), again.state_dict()
+    assert all(b[k].dtype == a[k].dtype for k in a)
+    assert all(torch.equal(b[k], a[k].half().to(a[k].dtype)) for k in a if a[k].is_floating_point())
+    assert torch.equal(again.cmvn.mean, model.cmvn.mean)  # statistics stay in full precision
+
+
+def test_subsampling_must_be_a_multiple_of_four():
+    for bad in (2, 6):
+        with pytest.raises(ValueError, match="subsampling"):
+            dataclasses.replace(PRESETS.get("tiny"), subsampling=bad)
+
+
+def test_shipped_names_resolve_and_unknown_names_fail_clearly(tmp_path, monkeypatch):
+    from asr_adapt.models.transducer import shipped
+
+    m = TransducerBackbone.from_preset("tiny", CharTokenizer.train(TEXTS))
+    m.save_pretrained(tmp_path / "tiny-shipped")
+    monkeypatch.setitem(shipped.SHIPPED._items, "tiny-shipped-test", tmp_path / "tiny-shipped")
+    again = TransducerBackbone.from_pretrained("tiny-shipped-test")
+    assert again.config == m.config
+    with pytest.raises(FileNotFoundError, match="shipped models"):
+        TransducerBackbone.from_pretrained("no-such-model")
+
+
 def test_dynamic_chunk_sampling_covers_the_configured_set(model):
     draws = {model.sample_chunking() for _ in range(300)}
     cfg = model.config

@@ -24,20 +24,37 @@ def _one_thread():
     torch.set_num_threads(n)
 
 
-@pytest.fixture(scope="module")
-def model():
+def _tiny(**overrides):
     torch.manual_seed(0)
-    m = TransducerBackbone.from_preset("tiny", CharTokenizer.train(["abc"])).eval()
+    m = TransducerBackbone.from_preset("tiny", CharTokenizer.train(["abc"]), **overrides).eval()
     rng = np.random.default_rng(1)
     m.fit_cmvn([(0.1 * rng.standard_normal(16000)).astype(np.float32)])
     return m
 
 
+def _feats(m):
+    # 1 s and 0.7 s at 40 ms frames; as many encoder frames (so chunk 8 still masks) at 80 ms
+    rng = np.random.default_rng(0)
+    scale = m.config.subsampling // 4
+    wavs = [(0.1 * rng.standard_normal(n * scale)).astype(np.float32) for n in (16000, 11000)]
+    return m.features(wavs)
+
+
+@pytest.fixture(scope="module")
+def model():
+    return _tiny()
+
+
 @pytest.fixture(scope="module")
 def feats(model):
-    rng = np.random.default_rng(0)
-    wavs = [(0.1 * rng.standard_normal(n)).astype(np.float32) for n in (16000, 11000)]
-    return model.features(wavs)
+    return _feats(model)
+
+
+@pytest.fixture(scope="module", params=[4, 8], ids=["4x", "8x"])
+def model_and_feats(request):
+    """The tiny model at 40 ms (4x) and at 80 ms (8x: stacked 4x frames) encoder frames."""
+    m = _tiny(subsampling=request.param)
+    return m, _feats(m)
 
 
 def _stream(model, feats, lens, chunk, left, piece, state=None, start=0, stop=None):
@@ -65,23 +82,25 @@ def test_chunk_attention_mask():
     assert chunk_attention_mask(4, -1).all()
 
 
-def test_subsampling_streams_exactly(model, feats):
-    x, lens = feats
+def test_subsampling_streams_exactly(model_and_feats):
+    model, (x, lens) = model_and_feats
     sub = model.encoder.subsampling
+    stride = model.config.subsampling
     with torch.no_grad():
         full, out_lens = sub(x, lens)
         cache, parts = sub.init_cache(2, 80), []
         for s in range(0, x.shape[1], 5):
             y, cache = sub.streaming_forward(x[:, s : s + 5], cache)
             parts.append(y)
-            assert 3 <= cache.shape[1] <= 6
-    assert out_lens.tolist() == (lens // 4).tolist()
+            assert 3 <= cache.shape[1] <= stride + 2  # never more than one output frame pending
+    assert out_lens.tolist() == (lens // stride).tolist()
+    assert full.shape[1] == int(lens.max()) // stride
     assert torch.allclose(torch.cat(parts, 1), full, atol=1e-5)
 
 
 @pytest.mark.parametrize("chunk,left,piece", [(4, -1, 16), (2, 1, 8), (3, 0, 7), (8, 2, 13), (1, -1, 4)])
-def test_streaming_equals_offline_under_the_same_chunk_mask(model, feats, chunk, left, piece):
-    x, lens = feats
+def test_streaming_equals_offline_under_the_same_chunk_mask(model_and_feats, chunk, left, piece):
+    model, (x, lens) = model_and_feats
     with torch.no_grad():
         full = model.encode(x, lens, chunk, left, second_pass=False)
         y, ylens, _ = _stream(model, x, lens, chunk, left, piece)

@@ -136,3 +136,44 @@ def test_training_runs_the_backbone_in_train_mode():
     holder.backbone = model
     AdaptationModule.on_train_start(holder)
     assert model.training and all(m.training for m in model.modules())
+
+
+def test_weight_decay_spares_norms_biases_and_embeddings():
+    from asr_adapt.models.transducer.tokenizer import train_tokenizer as tt
+    from asr_adapt.training.module import decay_groups
+
+    model = TransducerBackbone.from_preset("tiny", tt("char", ["ab"]))
+    decay, plain = decay_groups(model)
+    assert plain["weight_decay"] == 0.0 and "weight_decay" not in decay  # the optimizer's own value
+    names = {id(p): n for n, p in model.named_parameters()}
+    plain_names = {names[id(p)] for p in plain["params"]}
+    decay_names = {names[id(p)] for p in decay["params"]}
+    assert "predictor.embedding.weight" in plain_names and "cmvn.mean" not in plain_names | decay_names
+    assert all(n.endswith(".bias") or "norm" in n or "embedding" in n for n in plain_names)
+    assert "joiner.out.weight" in decay_names
+    assert len(plain_names) + len(decay_names) == sum(1 for _ in model.parameters())
+    opt = torch.optim.AdamW(decay_groups(model), lr=1e-3, weight_decay=0.1)
+    assert [g["weight_decay"] for g in opt.param_groups] == [0.1, 0.0]
+
+
+def test_full_context_steps_hold_the_first_pass_at_full_attention(monkeypatch):
+    """Before `full_context_steps` every batch trains at full context; after it, chunks are drawn."""
+    from asr_adapt.models.transducer.tokenizer import train_tokenizer as tt
+    from asr_adapt.training.module import TransducerAdaptationModule
+
+    seen = []
+    real = TransducerBackbone.loss_terms
+
+    def spy(self, wavs, texts, langs, chunk_size=None, left_chunks=None):
+        seen.append(chunk_size)
+        return real(self, wavs, texts, langs, chunk_size, left_chunks)
+
+    monkeypatch.setattr(TransducerBackbone, "loss_terms", spy)
+    holder = torch.nn.Module()
+    holder.backbone = TransducerBackbone.from_preset("tiny", tt("char", ["ab"])).train()
+    holder.log = lambda *a, **k: None
+    batch = {"wavs": [np.zeros(8000, dtype=np.float32)], "texts": ["ab"], "langs": [None]}
+    for step, expected in ((0, -1), (2, None)):
+        holder.global_step, holder.full_context_steps = step, 1
+        TransducerAdaptationModule.train_loss(holder, batch)
+        assert seen[-1] == expected

@@ -1,4 +1,4 @@
-"""Cascaded encoder: 4x subsampling -> causal first pass (streams) -> non-causal second pass.
+"""Cascaded encoder: conv subsampling (4x or 8x) -> causal first pass (streams) -> non-causal second pass.
 
 The first pass sees only its chunk and left context, so its output can be decoded while
 audio arrives. The second pass runs full-context Conformer blocks on the first pass's
@@ -22,7 +22,7 @@ from torch import nn
 
 from asr_adapt.models.transducer.config import TransducerConfig
 from asr_adapt.models.transducer.encoder import ConformerEncoder, EncoderState, LayerCache
-from asr_adapt.models.transducer.frontend import Conv2dSubsampling4
+from asr_adapt.models.transducer.frontend import Conv2dSubsampling
 
 
 class EncoderOutput(NamedTuple):
@@ -73,7 +73,8 @@ class CascadedEncoder(nn.Module):
     def __init__(self, cfg: TransducerConfig) -> None:
         super().__init__()
         self.n_mels = cfg.n_mels
-        self.subsampling = Conv2dSubsampling4(cfg.n_mels, cfg.subsampling_channels, cfg.d_model, cfg.dropout)
+        self.subsampling = Conv2dSubsampling(cfg.n_mels, cfg.subsampling_channels, cfg.d_model, cfg.dropout,
+                                             stack=cfg.subsampling // 4)
         block = dict(d_model=cfg.d_model, num_heads=cfg.num_heads, ffn_dim=cfg.ffn_dim,
                      kernel=cfg.conv_kernel, dropout=cfg.dropout)
         self.first_pass = ConformerEncoder(cfg.first_pass_layers, causal=True, **block)
@@ -129,7 +130,7 @@ class CascadedEncoder(nn.Module):
         c = state.chunk_size
         n_chunks = pending.shape[1] // c
         enc_state, outs, emitted = state.encoder, [], state.emitted
-        total_valid = feat_frames // 4  # encoder frames this row will ever have so far
+        total_valid = self.subsampling.output_lengths(feat_frames)  # encoder frames this row has so far
         bounds = [(i * c, (i + 1) * c) for i in range(n_chunks)]
         if final and pending.shape[1] > n_chunks * c:
             bounds.append((n_chunks * c, pending.shape[1]))

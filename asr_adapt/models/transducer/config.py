@@ -17,11 +17,9 @@ from typing import Any
 
 from asr_adapt.registry import Registry
 
-# Feature frames are 10 ms apart and the front end subsamples 4x, so one encoder frame
-# covers 40 ms. Chunk sizes below are in encoder frames.
+# Feature frames are 10 ms apart and the front end subsamples ``config.subsampling`` x
+# (4x: 40 ms encoder frames, 8x: 80 ms). Chunk sizes below are in encoder frames.
 FEATURE_SHIFT_S = 0.010
-SUBSAMPLING = 4
-FRAME_S = FEATURE_SHIFT_S * SUBSAMPLING
 
 
 def _help(text: str, default: Any, **kw: Any) -> Any:
@@ -38,6 +36,9 @@ class TransducerConfig:
     sample_rate: int = _help("input sample rate (Hz); audio is resampled to this on load", 16000)
     n_mels: int = _help("log-mel bins (25 ms window, 10 ms shift)", 80)
     subsampling_channels: int = _help("channels of the two stride-2 Conv2d subsampling layers", 128)
+    subsampling: int = _help(
+        "feature frames per encoder frame: 4 (two stride-2 convs, 40 ms) or a multiple of 4 "
+        "(then 4x frames are stacked: 8 = 80 ms, half the encoder and transducer-lattice cost)", 4)
     # encoder (shared by both passes)
     d_model: int = _help("encoder width D", 256)
     num_heads: int = _help("attention heads (D must divide evenly)", 4)
@@ -65,6 +66,9 @@ class TransducerConfig:
     # loss
     first_pass_weight: float = _help("weight of the first-pass (streaming) transducer loss", 0.5)
     second_pass_weight: float = _help("weight of the second-pass (full-context) transducer loss", 0.5)
+    ctc_weight: float = _help(
+        "weight of an auxiliary CTC loss on each encoder pass (its own linear head, blank = 0); "
+        "a direct path from labels to the encoder that does not go through the joiner", 0.0)
     tokenizer: str = _help("tokenizer kind (registry name): sentencepiece | char", "sentencepiece")
 
     def __post_init__(self) -> None:
@@ -76,6 +80,10 @@ class TransducerConfig:
             raise ValueError("the first pass needs at least one Conformer block")
         if self.second_pass_layers < 0:
             raise ValueError("second_pass_layers must be >= 0")
+        if self.subsampling < 4 or self.subsampling % 4:
+            raise ValueError(f"subsampling must be 4 or a multiple of 4, got {self.subsampling}")
+        if self.ctc_weight < 0:
+            raise ValueError("ctc_weight must be >= 0")
         if self.conv_kernel < 1:
             raise ValueError("conv_kernel must be >= 1")
         if self.context_size < 1:
@@ -94,6 +102,15 @@ class TransducerConfig:
             raise ValueError("loss weights must be >= 0")
         if self.second_pass_layers == 0 and self.second_pass_weight > 0:
             raise ValueError("second_pass_weight > 0 needs second_pass_layers > 0")
+
+    @property
+    def frame_s(self) -> float:
+        """Seconds per encoder frame."""
+        return FEATURE_SHIFT_S * self.subsampling
+
+    @property
+    def frame_ms(self) -> int:
+        return round(self.frame_s * 1000)
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -126,6 +143,16 @@ PRESETS.register(
     TransducerConfig(
         subsampling_channels=128, d_model=256, num_heads=4, ffn_dim=512, conv_kernel=15,
         first_pass_layers=8, second_pass_layers=4, vocab_size=500, pred_dim=256, joiner_dim=256,
+    ),
+)
+# About 6 M parameters, 80 ms frames (8x), for a character vocabulary: the foundation that
+# pretrains on two CPU cores in under two hours (egs/synth_tail/asr2/RESULTS.md), 25 MB.
+PRESETS.register(
+    "compact",
+    TransducerConfig(
+        subsampling_channels=64, subsampling=8, d_model=192, num_heads=4, ffn_dim=768, conv_kernel=15,
+        first_pass_layers=6, second_pass_layers=2, vocab_size=160, pred_dim=192, joiner_dim=256,
+        train_chunk_sizes=(2, 4, 8, 16), ctc_weight=0.3, tokenizer="char",
     ),
 )
 # GPU scale (~100 M parameters), as in the cascaded-encoder papers.

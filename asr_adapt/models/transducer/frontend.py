@@ -1,4 +1,4 @@
-"""Front end: log-mel features, global mean/variance normalisation, 4x conv subsampling.
+"""Front end: log-mel features, global mean/variance normalisation, conv subsampling.
 
 Everything here is *frame-local* so that it streams exactly:
 
@@ -7,13 +7,15 @@ Everything here is *frame-local* so that it streams exactly:
   normalisation, no dither).
 * :class:`GlobalCMVN` subtracts a mean and scales by an inverse std computed once from
   training data (:meth:`GlobalCMVN.fit`) and stored as buffers, i.e. saved with the model.
-* :class:`Conv2dSubsampling4` pads 3 feature frames on the left and uses unpadded
-  (valid) stride-2 convolutions in time. Encoder frame ``j`` then depends on feature
-  frames ``[4j - 3, 4j + 3]``: nothing beyond its own group of four frames, so it needs
-  no look-ahead. Streaming keeps the feature frames not yet consumed by a complete output
-  frame (3 to 6 of them) as ``cache`` and prepends them to the next chunk, which makes
-  chunk-by-chunk output identical to the whole-sequence output. ``T`` feature frames give
-  ``T // 4`` encoder frames either way.
+* :class:`Conv2dSubsampling` pads 3 feature frames on the left and uses unpadded
+  (valid) stride-2 convolutions in time (4x). With ``stack = k > 1`` it then concatenates
+  ``k`` consecutive 4x frames into one encoder frame (``S = 4k``: 8x = 80 ms frames), which
+  halves the encoder's sequence and the transducer lattice; on a CPU that is most of a
+  training step. Encoder frame ``j`` depends on feature frames ``[S j - 3, S j + S - 1]``:
+  nothing beyond its own group of ``S`` frames, so it needs no look-ahead. Streaming keeps
+  the feature frames not yet consumed by a complete output frame as ``cache`` and prepends
+  them to the next chunk, which makes chunk-by-chunk output identical to the whole-sequence
+  output. ``T`` feature frames give ``T // S`` encoder frames either way.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import torchaudio
 from torch import nn
 
 LEFT_PAD = 3  # feature frames of left context each encoder frame sees (see module docstring)
-RECEPTIVE = 7  # feature frames per encoder frame: 3 left + its own 4
+CONV_STRIDE = 4  # the two stride-2 convolutions
 
 
 class LogMel(nn.Module):
@@ -80,33 +82,40 @@ class GlobalCMVN(nn.Module):
         return (x - self.mean[:, None]) * self.istd[:, None]
 
 
-class Conv2dSubsampling4(nn.Module):
-    """(B, T, F) features -> (B, T // 4, D), left-padded and look-ahead free (see module doc)."""
+class Conv2dSubsampling(nn.Module):
+    """(B, T, F) features -> (B, T // S, D), S = 4 * stack; left-padded, look-ahead free (see module doc)."""
 
-    def __init__(self, n_mels: int, channels: int, d_model: int, dropout: float = 0.0) -> None:
+    def __init__(self, n_mels: int, channels: int, d_model: int, dropout: float = 0.0, stack: int = 1) -> None:
         super().__init__()
+        if stack < 1:
+            raise ValueError("stack must be >= 1")
+        self.stack = stack
+        self.stride = CONV_STRIDE * stack
+        self.receptive = self.stride + LEFT_PAD  # feature frames one encoder frame sees
         self.conv = nn.Sequential(
             nn.Conv2d(1, channels, 3, stride=2), nn.ReLU(),
             nn.Conv2d(channels, channels, 3, stride=2), nn.ReLU(),
         )
         freq = ((n_mels - 1) // 2 - 1) // 2
-        self.out = nn.Linear(channels * freq, d_model)
+        self.out = nn.Linear(channels * freq * stack, d_model)
         self.dropout = nn.Dropout(dropout)
 
-    @staticmethod
-    def output_lengths(lengths: torch.Tensor) -> torch.Tensor:
-        return lengths // 4
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return lengths // self.stride
 
     def _run(self, x: torch.Tensor) -> torch.Tensor:
-        """(B, L, F) already-padded frames -> (B, (L - 7) // 4 + 1, D)."""
-        y = self.conv(x.unsqueeze(1))  # (B, C, T', F')
+        """(B, L, F) already-padded frames -> (B, (L - receptive) // S + 1, D)."""
+        y = self.conv(x.unsqueeze(1))  # (B, C, T4, F')
         b, c, t, f = y.shape
-        return self.dropout(self.out(y.transpose(1, 2).reshape(b, t, c * f)))
+        y = y.transpose(1, 2).reshape(b, t, c * f)
+        t_out = t // self.stack  # stack consecutive 4x frames (a no-op for stack = 1)
+        y = y[:, : t_out * self.stack].reshape(b, t_out, self.stack * c * f)
+        return self.dropout(self.out(y))
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (B, T, F), lengths: (B,) -> (B, T // 4, D), (B,) lengths // 4."""
+        """x: (B, T, F), lengths: (B,) -> (B, T // S, D), (B,) lengths // S."""
         x = nn.functional.pad(x, (0, 0, LEFT_PAD, 0))
-        if x.shape[1] < RECEPTIVE:
+        if x.shape[1] < self.receptive:
             return x.new_zeros(x.shape[0], 0, self.out.out_features), self.output_lengths(lengths)
         return self._run(x), self.output_lengths(lengths)
 
@@ -120,11 +129,10 @@ class Conv2dSubsampling4(nn.Module):
         """One chunk. x: (B, T_c, F) new feature frames; cache: (B, T_k, F) unconsumed ones.
 
         Returns (B, n, D) complete encoder frames and the new cache (the feature frames
-        from ``4 n`` on, 3 to 6 of them). Feeding ``4 C`` frames per call yields ``C``
-        encoder frames per call.
+        from ``S n`` on). Feeding ``S C`` frames per call yields ``C`` encoder frames per call.
         """
         buf = torch.cat([cache, x], dim=1)
-        if buf.shape[1] < RECEPTIVE:
+        if buf.shape[1] < self.receptive:
             return buf.new_zeros(buf.shape[0], 0, self.out.out_features), buf
-        n = (buf.shape[1] - RECEPTIVE) // 4 + 1
-        return self._run(buf[:, : 4 * (n - 1) + RECEPTIVE]), buf[:, 4 * n :]
+        n = (buf.shape[1] - self.receptive) // self.stride + 1
+        return self._run(buf[:, : self.stride * (n - 1) + self.receptive]), buf[:, self.stride * n :]

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
+from torch import nn
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -33,6 +34,7 @@ from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
 from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
 from asr_adapt.models.transducer.joiner import Joiner
 from asr_adapt.models.transducer.predictor import StatelessPredictor
+from asr_adapt.models.transducer.shipped import SHIPPED, resolve_transducer
 from asr_adapt.models.transducer.tokenizer import Tokenizer, load_tokenizer
 
 CONFIG_FILE = "config.json"
@@ -64,6 +66,18 @@ class TransducerBackbone(Backbone):
         self.predictor = StatelessPredictor(config.vocab_size, config.pred_dim, config.context_size)
         self.joiner = Joiner(config.d_model, config.pred_dim, config.joiner_dim, config.vocab_size,
                              self.encoder.passes)
+        # Auxiliary CTC heads (one per pass, blank = 0 as in the transducer): labels reach the
+        # encoder directly instead of only through the joiner's tanh, which is what lets a
+        # young model leave the all-blank plateau (see egs/synth_tail/asr2/RESULTS.md).
+        # The heads always emit at 40 ms: with 8x subsampling each 80 ms frame predicts two CTC
+        # frames, since CTC needs at least one frame per output token and characters come at
+        # up to ~20/s in fast speech.
+        self.ctc_upsample = config.subsampling // 4
+        self.ctc = (
+            nn.ModuleDict({p: nn.Linear(config.d_model, config.vocab_size * self.ctc_upsample)
+                           for p in self.encoder.passes})
+            if config.ctc_weight > 0 else None
+        )
         self.chunk_rng = random.Random(0)  # dynamic-chunk draws; seeded so training is reproducible
 
     @classmethod
@@ -129,6 +143,19 @@ class TransducerBackbone(Backbone):
             fused_log_softmax=True,
         )
 
+    def ctc_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
+        """enc: (B, T, D) -> CTC loss of the pass's head, summed per utterance, mean over the batch."""
+        logp = self.ctc_log_probs(enc, pass_name).transpose(0, 1)  # (T k, B, V)
+        per_utt = torch.nn.functional.ctc_loss(logp, targets, lengths * self.ctc_upsample, target_lengths,
+                                               blank=0, reduction="none", zero_infinity=True)
+        return per_utt.mean()
+
+    def ctc_log_probs(self, enc: torch.Tensor, pass_name: str) -> torch.Tensor:
+        """(B, T, D) -> (B, T k, V) fp32 log-probs of the pass's CTC head (k = subsampling / 4)."""
+        b, t, _ = enc.shape
+        logits = self.ctc[pass_name](enc).float().view(b, t * self.ctc_upsample, -1)
+        return logits.log_softmax(-1)
+
     def encode_targets(self, texts: Sequence[str], device=None) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, U) padded token ids (U >= 1) and (B,) lengths."""
         ids = [self.tokenizer.encode(t) for t in texts]
@@ -141,21 +168,35 @@ class TransducerBackbone(Backbone):
     def loss_terms(self, wavs, texts, langs, chunk_size: int | None = None, left_chunks: int | None = None):
         """{"first_pass": loss, "second_pass": loss, "loss": weighted sum} for one batch.
 
-        Chunking defaults to a random draw when training and full context otherwise.
+        With ``ctc_weight > 0`` also ``ctc_first_pass``/``ctc_second_pass``; the total is then
+        ``(1 - w) * transducer + w * ctc`` per pass. Chunking defaults to a random draw when
+        training and full context otherwise.
         """
+        feats, flens = self.features(wavs)
+        return self.loss_terms_from_features(feats, flens, texts, langs, chunk_size, left_chunks)
+
+    def loss_terms_from_features(self, feats, flens, texts, langs, chunk_size: int | None = None,
+                                 left_chunks: int | None = None):
+        """:meth:`loss_terms` on normalised features (B, T_f, F) and lengths (B,) (e.g. cached ones)."""
         if chunk_size is None:
             chunk_size, left_chunks = self.sample_chunking() if self.training else (-1, -1)
-        feats, flens = self.features(wavs)
         targets, tlens = self.encode_targets(texts, feats.device)
         with routing.use(list(langs)):
             out = self.encode(feats, flens, chunk_size, -1 if left_chunks is None else left_chunks)
         if int(out.lengths.min()) < 1:
-            raise ValueError("an utterance is shorter than one encoder frame (55 ms of audio); drop it from the batch")
-        terms = {"first_pass": self.transducer_loss(out.first, out.lengths, "first_pass", targets, tlens)}
-        total = self.config.first_pass_weight * terms["first_pass"]
-        if out.second is not None:
-            terms["second_pass"] = self.transducer_loss(out.second, out.lengths, "second_pass", targets, tlens)
-            total = total + self.config.second_pass_weight * terms["second_pass"]
+            raise ValueError("an utterance is shorter than one encoder frame; drop it from the batch")
+        cfg, terms, total = self.config, {}, 0.0
+        w_ctc = cfg.ctc_weight if self.ctc is not None else 0.0
+        for name, enc, weight in (("first_pass", out.first, cfg.first_pass_weight),
+                                  ("second_pass", out.second, cfg.second_pass_weight)):
+            if enc is None:
+                continue
+            terms[name] = self.transducer_loss(enc, out.lengths, name, targets, tlens)
+            pass_loss = terms[name]
+            if w_ctc:
+                terms[f"ctc_{name}"] = self.ctc_loss(enc, out.lengths, name, targets, tlens)
+                pass_loss = (1 - w_ctc) * pass_loss + w_ctc * terms[f"ctc_{name}"]
+            total = total + weight * pass_loss
         terms["loss"] = total
         return terms
 
@@ -195,24 +236,37 @@ class TransducerBackbone(Backbone):
         return InjectionPoints(blocks=blocks, linears=linears)
 
     # ------------------------------------------------------------------ persistence
-    def save_pretrained(self, directory: str | os.PathLike) -> None:
-        """``config.json`` + ``model.safetensors`` + tokenizer files, each written atomically."""
+    def save_pretrained(self, directory: str | os.PathLike, dtype: torch.dtype | None = None) -> None:
+        """``config.json`` + ``model.safetensors`` + tokenizer files, each written atomically.
+
+        ``dtype`` (e.g. ``torch.float16``) stores the weights at lower precision to halve the
+        file (a shipped foundation); CMVN statistics stay float32, and loading casts back.
+        """
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         self.tokenizer.save(directory)
         state = {k: v.detach().contiguous().cpu() for k, v in self.state_dict().items()}
+        if dtype is not None:
+            state = {k: v.to(dtype) if v.is_floating_point() and not k.startswith("cmvn.") else v
+                     for k, v in state.items()}
         atomic_write(directory / WEIGHTS_FILE, st_save(state))
         atomic_write_json(directory / CONFIG_FILE, {"backbone": "transducer", "config": self.config.to_dict()})
 
     @classmethod
     def from_pretrained(cls, name_or_dir: str | os.PathLike, *, device: str | torch.device = "cpu") -> TransducerBackbone:
-        """Load a directory written by :meth:`save_pretrained` (in eval mode)."""
-        directory = Path(name_or_dir)
+        """Load a directory written by :meth:`save_pretrained`, or a shipped model by name
+        (e.g. ``transducer-synth-compact``, see :mod:`.shipped`), in eval mode."""
+        directory = resolve_transducer(name_or_dir)
         if not (directory / CONFIG_FILE).exists():
-            raise FileNotFoundError(f"{directory}: no {CONFIG_FILE}; expected a directory written by save_pretrained")
+            raise FileNotFoundError(
+                f"{directory}: no {CONFIG_FILE}; expected a directory written by save_pretrained or one of the "
+                f"shipped models {SHIPPED.names()}")
         meta = json.loads((directory / CONFIG_FILE).read_text(encoding="utf-8"))
         if meta.get("backbone") != "transducer":
             raise ValueError(f"{directory}: not a transducer model (backbone={meta.get('backbone')!r})")
         model = cls(TransducerConfig.from_dict(meta["config"]), load_tokenizer(directory))
-        model.load_state_dict(st_load((directory / WEIGHTS_FILE).read_bytes()), strict=True)
+        own = model.state_dict()
+        state = {k: v.to(own[k].dtype) if k in own else v
+                 for k, v in st_load((directory / WEIGHTS_FILE).read_bytes()).items()}
+        model.load_state_dict(state, strict=True)
         return model.to(device).eval()

@@ -17,11 +17,26 @@
 #                                peak is significantly better on its dev set)
 #   lda_budget                   LDA parameters per locale as a fraction of the base (default: the
 #                                LDA recipe's, 0.4 %)
+#   backbone                     backbone family (default whisper; transducer for the streaming
+#                                Conformer-transducer): adapter recipes come from recipes/$backbone/
+#   decode_modes                 decode test once per mode (default: "default", one decode whose
+#                                outputs carry no mode suffix); with several, the recipe defines
+#                                `mode_args MODE` (its `asr-adapt decode` options) and every system
+#                                is decoded and scored as SYSTEM-MODE
 
 unlabelled=${unlabelled:-$data/unlabelled}
+backbone=${backbone:-whisper}
+recipe_dir=${recipe_dir:-../../../recipes/$backbone}
+decode_modes=${decode_modes:-default}
+declare -F mode_args >/dev/null || mode_args() { :; }
+mode_suffix() { [ "$1" = default ] || echo "-$1"; }
 # Whisper encoder window (s) adapters are trained and decoded at (the zero-shot base keeps the
-# decoder's safe default): adapters learn the context they are trained at.
+# decoder's safe default): adapters learn the context they are trained at. Whisper only.
 window=${window:-10}
+window_args=()
+if [ "$backbone" = whisper ]; then
+  window_args=(--model.init_args.backbone_conf "{train_min_window_s: $window}" --model.init_args.decode "{min_window_s: $window}")
+fi
 merge_policy=${merge_policy:-best-significant}
 lda_args=()
 if [ -n "${lda_budget:-}" ]; then lda_args=(--model.init_args.adapter_conf "{target_fraction: $lda_budget}"); fi
@@ -36,9 +51,7 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
     [ -f "$exp/$name/checkpoints/last.ckpt" ] && resume="--resume"
     # shellcheck disable=SC2086  # train_conf is a list of arguments
     # The adapter recipe comes first so that train_conf's overrides apply on top of it.
-    asr-adapt train fit --config "../../../recipes/whisper/$adapter.yaml" $train_conf \
-          --model.init_args.backbone_conf "{train_min_window_s: $window}" \
-      --model.init_args.decode "{min_window_s: $window}" \
+    asr-adapt train fit --config "$recipe_dir/$adapter.yaml" $train_conf "${window_args[@]}" \
       --model.init_args.locales "$tail_list" --trainer.default_root_dir "$exp/$name" $resume "$@"
     touch "$exp/$name/.done"
   fi
@@ -71,7 +84,7 @@ if should_run 20; then
     merge "$teacher" "$teacher/bundle"
     if need_run "$exp/pl_gen$g/.done"; then
       log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
-      asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --model "$model" \
+      asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --backbone "$backbone" --model "$model" \
         --adapters "$teacher/bundle" --keep-top-percent 80
       touch "$exp/pl_gen$g/.done"
     fi
@@ -111,7 +124,7 @@ if should_run 30; then
       [ "${a}_gen0" = "$final" ] && continue
       if [ "$a" = full ]; then
         if need_run "$exp/full_gen0/model/.done"; then
-          asr-adapt init-model --backbone whisper --from-experiment "$exp/full_gen0" --pick best \
+          asr-adapt init-model --backbone "$backbone" --from-experiment "$exp/full_gen0" --pick best \
             --init-dir "$model" -o "$exp/full_gen0/model" --overwrite
           touch "$exp/full_gen0/model/.done"
         fi
@@ -128,35 +141,42 @@ if should_run 30; then
 fi
 
 if should_run 40; then
-  for entry in $systems; do
-    sys=${entry%%=*} bundle=${entry#*=}
-    out="$exp/decode_${sys}_test"
-    if need_run "$out/.done"; then
-      extra="--model $model"
-      case "$bundle" in
-        "") ;;
-        model:*) extra="--model ${bundle#model:} --min-window $window" ;;  # a whole fine-tuned model
-        *) extra="--model $model --adapters $bundle" ;;  # the bundle records its training window
-      esac
-      log "stage 40: decode test ($sys)"
-      # shellcheck disable=SC2086
-      asr-adapt decode "$data/test" -o "$out" --batch-size 8 $extra
-      touch "$out/.done"
-    fi
+  for mode in $decode_modes; do
+    sfx=$(mode_suffix "$mode")
+    for entry in $systems; do
+      sys=${entry%%=*} bundle=${entry#*=}
+      out="$exp/decode_${sys}${sfx}_test"
+      if need_run "$out/.done"; then
+        extra="--model $model"
+        case "$bundle" in
+          "") ;;
+          model:*) extra="--model ${bundle#model:}"  # a whole fine-tuned model
+                   [ "$backbone" = whisper ] && extra+=" --min-window $window" ;;
+          *) extra="--model $model --adapters $bundle" ;;  # the bundle records its training window
+        esac
+        log "stage 40: decode test ($sys${sfx:+, $mode})"
+        # shellcheck disable=SC2086
+        asr-adapt decode "$data/test" -o "$out" --backbone "$backbone" --batch-size 8 $extra $(mode_args "$mode")
+        touch "$out/.done"
+      fi
+    done
   done
 fi
 
 if should_run 41; then
   log "stage 41: score per locale"
   mkdir -p "$exp/score"
-  asr-adapt score "$data/test" "$exp/decode_zeroshot_test" -o "$exp/score" --name zeroshot >/dev/null
-  for entry in $systems; do
-    sys=${entry%%=*}
-    [ "$sys" = zeroshot ] && continue
-    asr-adapt score "$data/test" "$exp/decode_${sys}_test" -o "$exp/score" --name "$sys" \
-      --baseline "$exp/decode_zeroshot_test" > "$exp/score/$sys.txt"
+  for mode in $decode_modes; do
+    sfx=$(mode_suffix "$mode")
+    asr-adapt score "$data/test" "$exp/decode_zeroshot${sfx}_test" -o "$exp/score" --name "zeroshot$sfx" >/dev/null
+    for entry in $systems; do
+      sys=${entry%%=*}
+      [ "$sys" = zeroshot ] && continue
+      asr-adapt score "$data/test" "$exp/decode_${sys}${sfx}_test" -o "$exp/score" --name "$sys$sfx" \
+        --baseline "$exp/decode_zeroshot${sfx}_test" > "$exp/score/$sys$sfx.txt"
+    done
+    cat "$exp/score/adapted$sfx.txt"
   done
-  cat "$exp/score/adapted.txt"
 fi
 
 if should_run 42; then
@@ -164,9 +184,12 @@ if should_run 42; then
   # The systems table adds what each system cost: trainable parameters per locale and the
   # training wall time of every run behind it (noisy-student teachers included).
   costs=()
-  for entry in $systems; do
-    sys=${entry%%=*} bundle=${entry#*=}
-    costs+=(--system-cost "$sys=${bundle#model:}")
+  for mode in $decode_modes; do
+    sfx=$(mode_suffix "$mode")
+    for entry in $systems; do
+      sys=${entry%%=*} bundle=${entry#*=}
+      costs+=(--system-cost "$sys$sfx=${bundle#model:}")
+    done
   done
   tail_csv=${tail_list#[}
   asr-adapt report "$exp/score" -o "$exp/report" "${costs[@]}" --macro-over "${tail_csv%]}" > /dev/null

@@ -35,12 +35,12 @@ def main(argv: list[str] | None = None) -> int:
 
     from asr_adapt import routing
     from asr_adapt.data.kaldi import load_utterances
-    from asr_adapt.models.transducer.config import FRAME_S
+    from asr_adapt.decoding.transducer_search import chunk_frames
     from asr_adapt.training.teacher import load_teacher
 
     torch.set_num_threads(1)
     model = load_teacher("transducer", args.model, args.adapters)
-    chunk = args.chunk_ms // round(FRAME_S * 1000)
+    chunk = chunk_frames(args.chunk_ms, model.config.frame_ms)
     utts = [u for u in load_utterances(args.data) if u.text and (not args.locales or u.lang in args.locales)]
     if not utts:
         print(f"error: no transcribed utterances in {args.data}", file=sys.stderr)
