@@ -15,6 +15,8 @@ a search needs (hypotheses, not utterances), so the search never touches routing
 
 from __future__ import annotations
 
+import contextlib
+
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -177,6 +179,9 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     greedy search with ``max_symbols_per_frame=1``.
     """
     c, blank = model.predictor.context_size, model.predictor.blank_id
+    # Output-side adapters route by row; here the rows of one joiner call are one utterance's
+    # hypotheses, so each call is routed to that utterance's locale (None: no routing active).
+    routed = routing.current()
     out = []
     for b in range(enc_p.shape[0]):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
@@ -184,7 +189,8 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
         for t in range(n):
             keys = list(hyps)
             ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=enc_p.device)
-            logp = model.joiner(enc_p[b, t][None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
+            with routing.use([routed[b]] * len(keys)) if routed is not None else contextlib.nullcontext():
+                logp = model.joiner(enc_p[b, t][None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
             scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
             vocab = scores.shape[1]
             top = scores.flatten().topk(min(options.beam_size, scores.numel()))
@@ -211,11 +217,11 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
 @DECODE_MODES.decorator("full")
 def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
     """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
-    with routing.use(langs):
+    with routing.use(langs):  # the search too: output-side (joiner) adapters route per row
         out = model.encode(feats, lengths, options.chunk_frames(model.config.frame_ms), options.left_context_chunks)
-    enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
-    enc_p = model.joiner.project_encoder(enc, name)
-    return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options)
+        enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
+        enc_p = model.joiner.project_encoder(enc, name)
+        return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options)
 
 
 @DECODE_MODES.decorator("streaming")

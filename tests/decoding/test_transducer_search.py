@@ -148,3 +148,36 @@ def test_options_are_validated_and_registered():
                 dict(left_context_chunks=-2)):
         with pytest.raises((ValueError, KeyError)):
             TransducerDecodingOptions(**bad)
+
+
+@pytest.mark.parametrize("opts", [
+    TransducerDecodingOptions(),
+    TransducerDecodingOptions(method="modified_beam", beam_size=3),
+    TransducerDecodingOptions(mode="streaming", chunk_ms=160),
+], ids=["full-greedy", "full-beam3", "stream-160ms"])
+def test_output_adapters_route_per_row_in_every_search(trained, opts):
+    """LDA on the encoder passes *and* the joiner output, made non-identity: in a mixed batch
+    every row decodes as it does alone, and a row with no adapter decodes as the base."""
+    import copy
+
+    from asr_adapt.adapters import attach_adapters
+
+    model, wavs = trained
+    base = model.transcribe_batch(wavs, [None] * 3, opts)
+    adapted = copy.deepcopy(model)
+    attach_adapters(adapted, adapted.injection_points(), "lda", {"bottleneck": 4}, ["xx-XX", "yy"],
+                    ["first_pass", "second_pass", "output"])
+    g = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for name, p in adapted.named_parameters():
+            if "lda_" in name and name.endswith("up.weight"):
+                p.copy_(torch.randn(p.shape, generator=g) * (3.0 if "joiner" in name else 0.3))
+    langs = ["xx-XX", None, "yy"]
+    batch = adapted.transcribe_batch(wavs, langs, opts)
+    alone = [adapted.transcribe_batch([w], [lang], opts)[0] for w, lang in zip(wavs, langs)]
+    assert [h.tokens for h in batch] == [h.tokens for h in alone]
+    assert [h.avg_logprob for h in batch] == pytest.approx([h.avg_logprob for h in alone], abs=1e-4)
+    assert batch[1].tokens == base[1].tokens  # no adapter: the base model's output
+    assert batch[1].avg_logprob == pytest.approx(base[1].avg_logprob, abs=1e-6)
+    for i in (0, 2):  # the adapters do act on the rows they serve
+        assert abs(batch[i].avg_logprob - base[i].avg_logprob) > 1e-5

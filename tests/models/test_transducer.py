@@ -190,11 +190,12 @@ def test_save_load_roundtrip_is_exact(model, tmp_path):
 
 def test_injection_points_resolve(model):
     pts = model.injection_points()
-    assert set(pts.blocks) == {"first_pass", "second_pass"}
+    assert set(pts.blocks) == {"first_pass", "second_pass", "output"}
     assert len(pts.blocks["first_pass"]) == model.config.first_pass_layers
     assert len(pts.blocks["second_pass"]) == model.config.second_pass_layers
-    for names in pts.blocks.values():
-        assert all(isinstance(model.get_submodule(n), ConformerBlock) for n in names)
+    for group in ("first_pass", "second_pass"):
+        assert all(isinstance(model.get_submodule(n), ConformerBlock) for n in pts.blocks[group])
+    assert [model.get_submodule(n) for n in pts.blocks["output"]] == [model.joiner]
     assert set(pts.linears) == {"first_pass.attn", "first_pass.ffn", "second_pass.attn", "second_pass.ffn"}
     for names in pts.linears.values():
         assert names and all(isinstance(model.get_submodule(n), nn.Linear) for n in names)

@@ -52,6 +52,7 @@ class TransducerConfig:
     pred_dim: int = _help("prediction-network embedding width", 256)
     context_size: int = _help("tokens the stateless prediction network looks back (1 = bigram)", 2)
     joiner_dim: int = _help("joiner hidden width", 256)
+    joiner_activation: str = _help("joiner nonlinearity: tanh (icefall, ESPnet) or relu (torchaudio)", "tanh")
     # dynamic-chunk training of the first pass (see README of the package)
     train_chunk_sizes: tuple[int, ...] = _help(
         "chunk sizes (encoder frames, 40 ms each) drawn per batch when training the first pass",

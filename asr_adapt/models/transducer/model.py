@@ -65,7 +65,7 @@ class TransducerBackbone(Backbone):
         self.encoder = CascadedEncoder(config)
         self.predictor = StatelessPredictor(config.vocab_size, config.pred_dim, config.context_size)
         self.joiner = Joiner(config.d_model, config.pred_dim, config.joiner_dim, config.vocab_size,
-                             self.encoder.passes)
+                             self.encoder.passes, config.joiner_activation)
         # Auxiliary CTC heads (one per pass, blank = 0 as in the transducer): labels reach the
         # encoder directly instead of only through the joiner's tanh, which is what lets a
         # young model leave the all-blank plateau (see egs/synth_tail/asr2/RESULTS.md).
@@ -233,6 +233,10 @@ class TransducerBackbone(Backbone):
             attn = ("q_proj", "k_proj", "v_proj", "out_proj")
             linears[f"{name}.attn"] = [f"{p}.attn.{lin}" for p in prefix for lin in attn]
             linears[f"{name}.ffn"] = [f"{p}.{f}.{lin}" for p in prefix for f in ("ffn1", "ffn2") for lin in ("fc1", "fc2")]
+        # The joiner's output (logits over the vocabulary): a locale whose script the
+        # foundation never emitted needs its output remapped (a Greek "a" sound to "α" rather
+        # than "a"), which an encoder adapter cannot do through the frozen output layer.
+        blocks["output"] = ["joiner"]
         return InjectionPoints(blocks=blocks, linears=linears)
 
     # ------------------------------------------------------------------ persistence

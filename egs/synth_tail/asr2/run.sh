@@ -10,7 +10,7 @@
 #          10-42  the shared adaptation stages (utils/adapt_stages.sh, as in asr1): LDA per tail
 #                 locale on both encoder passes (10), noisy student (20), checkpoint-wise merge
 #                 (30), decode test offline (second pass) and streaming (first pass, 320 ms)
-#                 (40), score per locale (41), report (42)
+#                 (40), score per locale (41), report (42), CER table (43)
 #          45     stream-eval at 160/320/640 ms: emission delay, first-token latency, RTF
 #
 # Usage: ./run.sh [--quick true] [--pretrain true] [--stage N] [--stop-stage N] [--overwrite true]
@@ -146,6 +146,13 @@ train_conf="--config $trainer_conf --trainer.max_steps $max_steps --trainer.val_
 student_conf="--trainer.max_steps $student_steps --trainer.val_check_interval $((student_steps / 2)) \
   --model.init_args.lr_scheduler.init_args.total_steps $student_steps"
 . utils/adapt_stages.sh
+
+if should_run 43; then
+  # CER is the headline metric here (random-word dictation: one wrong letter is a wrong word).
+  log "stage 43: per-locale CER/WER, zero-shot vs adapted, offline (2nd pass) vs streaming (1st pass, 320 ms)"
+  python local/cer_table.py "$exp/score" --systems zeroshot-full zeroshot-streaming adapted-full adapted-streaming \
+    | tee "$exp/score/cer-table.md"
+fi
 
 if should_run 45; then
   for sys in zeroshot adapted; do

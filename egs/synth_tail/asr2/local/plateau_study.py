@@ -62,7 +62,80 @@ def parse(argv=None):
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--save", action="store_true", help="save the final model directory to OUT/model")
     p.add_argument("--init-from", default=None, help="load matching weights from this model directory (warm start)")
+    p.add_argument("--reference", choices=["torchaudio"], default=None,
+                   help="train torchaudio's own transducer (Conformer transcriber, LSTM predictor, "
+                        "relu joiner; the librispeech conformer_rnnt recipe's loss and optimiser) instead")
     return p.parse_args(argv)
+
+
+class ReferenceTransducer:
+    """torchaudio's RNNT (``torchaudio.models.RNNT``) with a Conformer transcriber, sized like ours.
+
+    As in torchaudio's ``conformer_rnnt`` LibriSpeech recipe: time reduction by frame stacking,
+    a linear input layer, ``torchaudio.models.Conformer``, an LSTM predictor with layer norm,
+    a relu joiner, blank = the last symbol, ``rnnt_loss(reduction="sum")`` / batch size, Adam
+    (0.9, 0.98, eps 1e-9) and gradient clipping at 10 (set by the caller).
+    """
+
+    def __init__(self, vocab: int, stride: int, d: int, heads: int, ffn: int, layers: int, kernel: int):
+        import torch
+        from torchaudio.models import Conformer, RNNT
+        from torchaudio.models.rnnt import _Joiner, _Predictor, _TimeReduction
+
+        class Transcriber(torch.nn.Module):
+            def __init__(self):
+                super().__init__()
+                self.reduce = _TimeReduction(stride)
+                self.inp = torch.nn.Linear(80 * stride, d)
+                self.conformer = Conformer(d, heads, ffn, layers, kernel, dropout=0.1)
+                self.out = torch.nn.Linear(d, 256)
+
+            def forward(self, input, lengths):  # noqa: A002 (torchaudio's RNNT calls it by this name)
+                x, lengths = self.reduce(input, lengths)
+                x, lengths = self.conformer(self.inp(x), lengths)
+                return self.out(x), lengths
+
+        self.blank = vocab  # torchaudio's recipe: blank is the last symbol
+        self.model = RNNT(Transcriber(), _Predictor(vocab + 1, 256, 192, 1, 256, True, 1e-3, 0.1),
+                          _Joiner(256, vocab + 1, "relu"))
+
+    def loss(self, x, lens, targets, tlens):
+        import torch
+        import torchaudio
+
+        b = targets.shape[0]
+        pre = torch.cat([torch.full((b, 1), self.blank, dtype=targets.dtype), targets], 1)
+        logits, src_lens, _, _ = self.model(x, lens, pre, tlens + 1)
+        return torchaudio.functional.rnnt_loss(logits.float(), targets.int(), src_lens.int(), tlens.int(),
+                                               blank=self.blank, reduction="sum") / b
+
+    def greedy(self, x, lens, max_symbols: int = 3) -> list[list[int]]:
+        """Batched greedy search over the transcriber output (LSTM state per row)."""
+        import torch
+
+        m = self.model
+        enc, enc_lens = m.transcribe(x, lens)
+        b = x.shape[0]
+        tok = torch.full((b, 1), self.blank, dtype=torch.long)
+        pred, _, state = m.predict(tok, torch.ones(b, dtype=torch.long), None)
+        hyps = [[] for _ in range(b)]
+        for t in range(enc.shape[1]):
+            active = t < enc_lens
+            for _ in range(max_symbols):
+                logits, _, _ = m.join(enc[:, t : t + 1], torch.ones(b, dtype=torch.long), pred,
+                                      torch.ones(b, dtype=torch.long))
+                best = logits[:, 0, 0].argmax(-1)
+                emit = active & (best != self.blank)
+                if not bool(emit.any()):
+                    break
+                new_pred, _, new_state = m.predict(best[:, None], torch.ones(b, dtype=torch.long), state)
+                keep = emit[:, None, None]
+                pred = torch.where(keep, new_pred, pred)
+                state = [[torch.where(emit[:, None], n, o) for n, o in zip(ns, os)] for ns, os in zip(new_state, state)]
+                for i in emit.nonzero().flatten().tolist():
+                    hyps[i].append(int(best[i]))
+                active = emit
+        return hyps
 
 
 def build_cache(model, data_root: Path, locales, dev_per_locale, cache: Path):
@@ -217,6 +290,8 @@ def main(argv=None) -> int:
         take = {k: v for k, v in src.items() if k in own and own[k].shape == v.shape}
         model.load_state_dict(take, strict=False)
         print(f"warm start: {len(take)}/{len(own)} tensors from {args.init_from}", file=sys.stderr)
+    if args.reference:
+        return train_reference(args, model, data, out)
     model.train()
     n_params = sum(p.numel() for p in model.parameters())
     opt = torch.optim.AdamW(param_groups(model, args.weight_decay, args.decay_all), lr=args.lr, betas=(0.9, 0.98))
@@ -271,6 +346,66 @@ def main(argv=None) -> int:
     if args.save:
         model.save_pretrained(out / "model")
     return 0
+
+
+def train_reference(args, ours, data, out: Path) -> int:
+    """The torchaudio reference on the same cached features and batches as our runs."""
+    import jiwer
+    import torch
+
+    from asr_adapt.training.schedulers import WarmupCosine
+
+    cfg = ours.config
+    ref = ReferenceTransducer(cfg.vocab_size, cfg.subsampling, cfg.d_model, cfg.num_heads, cfg.ffn_dim,
+                              cfg.first_pass_layers + cfg.second_pass_layers, cfg.conv_kernel)
+    model, tok = ref.model, ours.tokenizer
+    opt = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.98), eps=1e-9)
+    sched = WarmupCosine(opt, args.warmup, args.steps, args.min_ratio)
+    meta = {"args": vars(args), "params": sum(p.numel() for p in model.parameters()), "reference": "torchaudio.models.RNNT"}
+    (out / "meta.json").write_text(json.dumps(meta, indent=1))
+    log, rng, step, t0, losses = open(out / "log.jsonl", "a"), random.Random(args.seed), 0, time.time(), []
+    train, dev = data["train"], data["dev"]
+
+    def evaluate_ref():
+        model.eval()
+        refs, hyps, dl = [], [], []
+        with torch.no_grad():
+            for s in range(0, len(dev), 16):
+                x, lens, texts, _ = collate(dev, range(s, min(len(dev), s + 16)))
+                targets, tl = ours.encode_targets(texts)
+                dl.append(float(ref.loss(x, lens, targets, tl)))
+                hyps += [tok.decode(h) for h in ref.greedy(x, lens)]
+                refs += texts
+        model.train()
+        return {"dev_loss": sum(dl) / len(dl), "cer_full": 100 * jiwer.cer(refs, hyps), "cer_stream320": float("nan"),
+                "nonblank": sum(len(tok.encode(h)) for h in hyps) / max(1, sum(len(tok.encode(r)) for r in refs)),
+                "tanh_grad": float("nan"), "example": [refs[0], hyps[0]]}
+
+    model.train()
+    while True:
+        for idx in batches(train, args.batch_seconds, rng):
+            x, lens, texts, _ = collate(train, idx)
+            targets, tl = ours.encode_targets(texts)
+            loss = ref.loss(x, lens, targets, tl)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            g = grad_norm(list(model.parameters()))
+            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
+            opt.step()
+            sched.step()
+            step += 1
+            losses.append(float(loss.detach()))
+            minutes = (time.time() - t0) / 60
+            stop = step >= args.steps or (args.max_minutes and minutes >= args.max_minutes)
+            if step % args.eval_every == 0 or stop or step == 1:
+                rec = {"step": step, "minutes": round(minutes, 2), "train_loss": sum(losses) / len(losses),
+                       "enc_grad": g, "lr": sched.get_last_lr()[0], **evaluate_ref()}
+                losses = []
+                log.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                log.flush()
+                print(json.dumps(rec, ensure_ascii=False)[:300], file=sys.stderr)
+            if stop:
+                return 0
 
 
 if __name__ == "__main__":

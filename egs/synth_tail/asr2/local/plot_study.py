@@ -35,23 +35,32 @@ def main(argv=None) -> int:
               ("tanh_grad", "joiner mean tanh' (0.76 fresh)"), ("nonblank", "emitted / reference tokens")]
     fig, axes = plt.subplots(2, 3, figsize=(15, 8))
     rows = []
-    for run in args.runs:
+    for i, run in enumerate(args.runs):
         recs = load(run)
+        meta = json.loads((run / "meta.json").read_text(encoding="utf-8"))
+        # A CTC-only run never trains its joiner: its transducer panels would show noise.
+        ctc_only = meta.get("args", {}).get("rnnt_weight", 1.0) == 0
         for ax, (key, title) in zip(axes.flat, panels):
-            pts = [(r[args.x], r[key]) for r in recs if key in r]
+            if ctc_only and key in ("cer_full", "cer_stream320", "tanh_grad", "nonblank"):
+                continue
+            pts = [(r[args.x], r[key]) for r in recs if key in r and r[key] == r[key]]  # skip NaN
             if pts:
-                ax.plot(*zip(*pts), marker=".", label=run.name)
+                ax.plot(*zip(*pts), marker=".", color=f"C{i}", label=run.name)
             ax.set_title(title)
             ax.set_xlabel(args.x)
         last = recs[-1]
+
+        def cell(key, fmt=".1f"):
+            v = last.get(key, float("nan"))
+            return "-" if v != v or (ctc_only and key != "cer_ctc") else format(v, fmt)
+
         rows.append(f"| {run.name} | {last['step']} | {last['minutes']:.1f} | {last['dev_loss']:.1f} | "
-                    f"{last['cer_full']:.1f} | {last['cer_stream320']:.1f} | "
-                    f"{last.get('cer_ctc', float('nan')):.1f} | {last['tanh_grad']:.2f} |")
+                    f"{cell('cer_full')} | {cell('cer_stream320')} | {cell('cer_ctc')} | {cell('tanh_grad', '.2f')} |")
     for ax, (key, _) in zip(axes.flat, panels):
         if key.startswith("cer"):
             ax.set_ylim(0, 110)
-    axes.flat[0].legend(fontsize=8)
-    fig.tight_layout()
+    fig.legend(*axes.flat[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=9)
+    fig.tight_layout(rect=(0, 0.05, 1, 1))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(args.out, dpi=80)
     print("| run | step | minutes | dev loss | CER full | CER 320 ms | CER CTC | tanh' |")
