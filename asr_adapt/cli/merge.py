@@ -25,6 +25,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--min-prob", type=float, default=0.95,
                    help="best-significant: bootstrap probability of improvement a locale's own best "
                    "checkpoint needs to replace the best macro-average one (default 0.95)")
+    p.add_argument("--metric", choices=("wer", "cer"), default="wer",
+                   help="dev error rate that ranks checkpoints (default wer; cer for character-level "
+                        "models whose words are mostly wrong early in training, e.g. the transducer recipes)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=run)
 
@@ -42,8 +45,8 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
     if not 0.0 < args.min_prob <= 1.0:
         raise SystemExit(f"error: --min-prob must be in (0, 1], got {args.min_prob}")
-    choices = merge_experiment(args.exp, out, args.policy, args.k, args.min_prob)
-    print(f"{'locale':<10} {'steps':<20} {'dev WER':>8}  P(own best > best macro)")
+    choices = merge_experiment(args.exp, out, args.policy, args.k, args.min_prob, args.metric)
+    print(f"{'locale':<10} {'steps':<20} {'dev ' + args.metric.upper():>8}  P(own best > best macro)")
     for c in sorted(choices.values(), key=lambda c: c.locale):
         p = "" if c.p_improve is None else f"{c.p_improve:.3f}"
         print(f"{c.locale:<10} {','.join(map(str, c.steps)):<20} {c.dev_wer:>8.2f}  {p}")

@@ -38,7 +38,7 @@ def build_from_experiment(exp_dir: str | Path, **overrides):
 
 def merge_experiment(
     exp_dir: str | Path | list[str | Path], out_dir: str | Path, policy: str = "best", k: int = 3,
-    min_prob: float = 0.95,
+    min_prob: float = 0.95, metric: str = "wer",
 ) -> dict[str, Choice]:
     """Assemble the adapter bundle ``out_dir`` from the checkpoints of one or more runs.
 
@@ -58,7 +58,7 @@ def merge_experiment(
     locales = [loc for loc in module.locales if any(loc in r["locales"] for r in hist)]
     if not locales:
         raise ValueError(f"none of the model's locales {module.locales} has dev WER in the history")
-    choices = choose(hist, policy, k, locales, min_prob=min_prob)
+    choices = choose(hist, policy, k, locales, min_prob=min_prob, metric=metric)
     shared = set(adapter_state_dict(module.backbone, locales=[]))
     locale_keys = {
         loc: {"backbone." + key for key in set(adapter_state_dict(module.backbone, locales=[loc])) - shared}
@@ -77,6 +77,7 @@ def merge_experiment(
     module.load_state_dict(state, strict=True)
     provenance = {
         "policy": policy,
+        "metric": metric,  # what "dev_wer" below measures (wer or cer)
         "k": k if policy == "avg-top-k" else None,
         "min_prob": min_prob if policy == "best-significant" else None,
         "experiments": [str(e) for e in exps],
@@ -91,5 +92,5 @@ def merge_experiment(
     save_adapters(module.backbone, out_dir, module.base_fingerprint, locales=locales,
                   extra_meta={"provenance": provenance, "decode": hints})
     atomic_write_json(out_dir / "provenance.json", provenance)
-    plot_curves(hist, choices, out_dir / "dev_wer_curves.png")
+    plot_curves(hist, choices, out_dir / "dev_wer_curves.png", metric)
     return choices

@@ -238,8 +238,8 @@ def assemble_state(
     return out
 
 
-def plot_curves(hist: History, choices: dict[str, Choice], out_png: str | Path) -> None:
-    """Per-locale dev-WER curves over training steps, the chosen step(s) marked with a star."""
+def plot_curves(hist: History, choices: dict[str, Choice], out_png: str | Path, metric: str = "wer") -> None:
+    """Per-locale dev error-rate curves over training steps, the chosen step(s) marked with a star."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -250,14 +250,14 @@ def plot_curves(hist: History, choices: dict[str, Choice], out_png: str | Path) 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     for loc in sorted(choices):
         steps = [r["step"] for r in hist if loc in r["locales"]]
-        wers = [r["locales"][loc]["wer"] for r in hist if loc in r["locales"]]
-        (line,) = ax.plot(steps, wers, marker=".", label=loc)
+        errs = [_err(r, loc, metric) for r in hist if loc in r["locales"]]
+        (line,) = ax.plot(steps, errs, marker=".", label=loc)
         ch = choices[loc]
-        ax.plot(list(ch.steps), [_wer(next(r for r in hist if r["step"] == s), loc) for s in ch.steps],
+        ax.plot(list(ch.steps), [_err(next(r for r in hist if r["step"] == s), loc, metric) for s in ch.steps],
                 marker="*", markersize=14, linestyle="none", color=line.get_color())
     ax.set_xlabel("training step")
-    ax.set_ylabel("dev WER (%)")
-    ax.set_title("Per-locale dev WER; stars: checkpoint chosen per locale")
+    ax.set_ylabel(f"dev {metric.upper()} (%)")
+    ax.set_title(f"Per-locale dev {metric.upper()}; stars: checkpoint chosen per locale")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8, ncol=2)
     fig.tight_layout()

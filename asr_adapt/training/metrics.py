@@ -16,7 +16,7 @@ class LocaleAccumulator:
 
     References empty after normalisation are skipped rather than failing a whole
     validation: the data validator reports them up front. :meth:`compute` also leaves the
-    per-utterance word errors in ``utt_errors`` (a merge policy bootstraps over them).
+    per-utterance word and character errors in ``utt_errors`` (a merge policy bootstraps over them).
     """
 
     def __init__(self, normaliser: str = "multilingual") -> None:
@@ -51,5 +51,13 @@ class LocaleAccumulator:
             errors, n_ref = [c.errors for c in words], [c.ref for c in words]
             c = jiwer.process_characters(refs, hyps)
             out[loc] = {"wer": 100.0 * sum(errors) / sum(n_ref), "cer": 100.0 * c.cer, "n": len(items)}
-            self.utt_errors[loc] = {"utt": utts, "err": errors, "ref": n_ref}
+            chars = [_char_counts(r, h) for r, h in zip(refs, hyps)]
+            self.utt_errors[loc] = {"utt": utts, "err": errors, "ref": n_ref,
+                                    "cerr": [e for e, _ in chars], "cref": [n for _, n in chars]}
         return out
+
+
+def _char_counts(ref: str, hyp: str) -> tuple[int, int]:
+    """(character edits, reference characters) of one utterance, as jiwer counts them for CER."""
+    o = jiwer.process_characters([ref], [hyp])
+    return o.substitutions + o.deletions + o.insertions, o.substitutions + o.deletions + o.hits

@@ -139,3 +139,15 @@ def test_pooled_generations_find_their_own_utterance_errors(tmp_path):
     hist = load_histories([tmp_path / "gen0", tmp_path / "gen1"])
     assert [utt_errors(r, "el")["u0"] for r in hist] == [(1, 10), (4, 10)]
     assert prob_improvement_on_dev(hist[0], hist[1], "el", MergeOptions()) == 1.0
+
+
+def test_metric_cer_ranks_checkpoints_by_character_errors():
+    """Words can all stay wrong (WER 100) while characters improve: --metric cer sees that."""
+    hist = [{"step": s, "ckpt": f"{s}.ckpt", "locales": {"el": {"wer": 100.0, "cer": c}}}
+            for s, c in ((100, 60.0), (200, 40.0), (300, 45.0))]
+    assert choose(hist, "best")["el"].steps == (300,)  # WER ties everywhere: the latest
+    ch = choose(hist, "best", metric="cer")["el"]
+    assert ch.steps == (200,) and ch.dev_wer == 40.0
+    assert {c.steps for c in choose(hist, "best-macro", metric="cer").values()} == {(200,)}
+    with pytest.raises(ValueError, match="metric"):
+        MergeOptions(metric="per")

@@ -22,8 +22,12 @@ def test_utterance_errors_add_up_to_the_locale_wer():
     out = acc.compute()
     assert list(out) == ["el", "en"] and out["en"]["n"] == 2
     assert out["en"]["wer"] == pytest.approx(100 * jiwer.wer(["the cat sat", "on the mat"], ["the cat sat", "on a mat today"]))
-    assert acc.utt_errors["en"] == {"utt": ["u1", "u2"], "err": [0, 2], "ref": [3, 3]}
-    assert acc.utt_errors["el"] == {"utt": ["g1"], "err": [1], "ref": [2]}
+    en = acc.utt_errors["en"]
+    assert {k: en[k] for k in ("utt", "err", "ref")} == {"utt": ["u1", "u2"], "err": [0, 2], "ref": [3, 3]}
+    assert {k: acc.utt_errors["el"][k] for k in ("utt", "err", "ref")} == {"utt": ["g1"], "err": [1], "ref": [2]}
+    # Per-utterance character counts add up to the locale's CER (the merge's --metric cer bootstraps them).
+    assert en["cerr"][0] == 0 and en["cref"] == [len("the cat sat"), len("on the mat")]
+    assert 100 * sum(en["cerr"]) / sum(en["cref"]) == pytest.approx(out["en"]["cer"])
     acc.reset()
     assert acc.compute() == {} and acc.utt_errors == {}
 

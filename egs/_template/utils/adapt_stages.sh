@@ -15,6 +15,7 @@
 #   merge_policy                 how `asr-adapt merge` picks each locale's checkpoint (default
 #                                best-significant: the best single checkpoint unless a locale's own
 #                                peak is significantly better on its dev set)
+#   merge_metric                 dev error rate that ranks checkpoints: wer (default) or cer
 #   lda_budget                   LDA parameters per locale as a fraction of the base (default: the
 #                                LDA recipe's, 0.4 %)
 #   backbone                     backbone family (default whisper; transducer for the streaming
@@ -38,6 +39,7 @@ if [ "$backbone" = whisper ]; then
   window_args=(--model.init_args.backbone_conf "{train_min_window_s: $window}" --model.init_args.decode "{min_window_s: $window}")
 fi
 merge_policy=${merge_policy:-best-significant}
+merge_metric=${merge_metric:-wer}   # dev error rate the merge ranks checkpoints by (cer: character models)
 lda_args=()
 if [ -n "${lda_budget:-}" ]; then lda_args=(--model.init_args.adapter_conf "{target_fraction: $lda_budget}"); fi
 
@@ -60,7 +62,7 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
 merge() {  # merge "EXP [EXP...]" OUT [policy]
   if need_run "$2/.done"; then
     # shellcheck disable=SC2086  # $1 is a list of runs
-    asr-adapt merge $1 -o "$2" --policy "${3:-$merge_policy}" --overwrite
+    asr-adapt merge $1 -o "$2" --policy "${3:-$merge_policy}" --metric "$merge_metric" --overwrite
     touch "$2/.done"
   fi
 }
