@@ -64,6 +64,13 @@ class MergeOptions:
     min_prob: float = 0.95  # best-significant: P(improve) a locale's own best checkpoint needs
     n_boot: int = 1000  # best-significant: bootstrap resamples
     seed: int = 0
+    # Dev metric that ranks checkpoints: "wer", or "cer" where words are mostly wrong early on
+    # (character models on random-word dictation, scripts without spaces).
+    metric: str = "wer"
+
+    def __post_init__(self) -> None:
+        if self.metric not in METRICS:
+            raise ValueError(f"unknown merge metric {self.metric!r}; choose from {sorted(METRICS)}")
 
 
 History = list[dict]
@@ -111,48 +118,56 @@ def history_locales(hist: History) -> list[str]:
     return sorted({loc for r in hist for loc in r["locales"]})
 
 
-def _wer(rec: dict, loc: str) -> float:
+#: merge metric -> (history field, per-utterance errors field, per-utterance reference-length field)
+METRICS = {"wer": ("wer", "err", "ref"), "cer": ("cer", "cerr", "cref")}
+
+
+def _err(rec: dict, loc: str, metric: str = "wer") -> float:
     m = rec["locales"].get(loc)
-    return float("inf") if m is None else float(m["wer"])
+    return float("inf") if m is None else float(m[METRICS[metric][0]])
 
 
-def _choice(loc: str, recs: list[dict]) -> Choice:
+def _choice(loc: str, recs: list[dict], metric: str = "wer") -> Choice:
     return Choice(loc, tuple(r["step"] for r in recs), tuple(r["ckpt"] for r in recs),
-                  sum(_wer(r, loc) for r in recs) / len(recs))
+                  sum(_err(r, loc, metric) for r in recs) / len(recs))
 
 
 @POLICIES.decorator("best")
 def best_per_locale(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
-    # min over (WER, -step): the lowest WER, and among equals the later (more trained) step.
-    return {loc: _choice(loc, [min(hist, key=lambda r: (_wer(r, loc), -r["step"]))]) for loc in locales}
+    # min over (error rate, -step): the lowest, and among equals the later (more trained) step.
+    m = opts.metric
+    return {loc: _choice(loc, [min(hist, key=lambda r: (_err(r, loc, m), -r["step"]))], m) for loc in locales}
 
 
-def macro_wer(rec: dict, locales: list[str]) -> float:
-    return sum(_wer(rec, loc) for loc in locales) / len(locales)
+def macro_wer(rec: dict, locales: list[str], metric: str = "wer") -> float:
+    return sum(_err(rec, loc, metric) for loc in locales) / len(locales)
 
 
-def _best_macro_record(hist: History, locales: list[str]) -> dict:
-    return min(hist, key=lambda r: (macro_wer(r, locales), -r["step"]))
+def _best_macro_record(hist: History, locales: list[str], metric: str = "wer") -> dict:
+    return min(hist, key=lambda r: (macro_wer(r, locales, metric), -r["step"]))
 
 
 @POLICIES.decorator("best-macro")
 def best_macro(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
-    rec = _best_macro_record(hist, locales)
-    return {loc: _choice(loc, [rec]) for loc in locales}
+    rec = _best_macro_record(hist, locales, opts.metric)
+    return {loc: _choice(loc, [rec], opts.metric) for loc in locales}
 
 
 @POLICIES.decorator("last")
 def last(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
-    return {loc: _choice(loc, [hist[-1]]) for loc in locales}
+    return {loc: _choice(loc, [hist[-1]], opts.metric) for loc in locales}
 
 
 @POLICIES.decorator("avg-top-k")
 def avg_top_k(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
-    return {loc: _choice(loc, sorted(hist, key=lambda r: (_wer(r, loc), -r["step"]))[: opts.k]) for loc in locales}
+    m = opts.metric
+    return {loc: _choice(loc, sorted(hist, key=lambda r: (_err(r, loc, m), -r["step"]))[: opts.k], m)
+            for loc in locales}
 
 
-def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
-    """utterance id -> (word errors, reference words) of ``loc`` at validation ``rec``."""
+def utt_errors(rec: dict, loc: str, metric: str = "wer") -> dict[str, tuple[int, int]]:
+    """utterance id -> (errors, reference length) of ``loc`` at validation ``rec``, in words
+    (``metric="wer"``) or characters (``"cer"``)."""
     if not rec.get("utt_errors"):
         raise ValueError(
             f"checkpoint {rec['ckpt']} (step {rec['step']}) has no per-utterance dev errors: it was trained "
@@ -161,7 +176,11 @@ def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
     d = json.loads(Path(rec["utt_errors"]).read_text(encoding="utf-8")).get(loc)
     if d is None:
         raise ValueError(f"{rec['utt_errors']} has no dev utterances of {loc}")
-    out = {u: (e, n) for u, e, n in zip(d["utt"], d["err"], d["ref"])}
+    _, err, ref = METRICS[metric]
+    if err not in d:
+        raise ValueError(f"{rec['utt_errors']} has no per-utterance {metric.upper()} counts (recorded since "
+                         "character errors were added); merge with --metric wer or --policy best")
+    out = {u: (e, n) for u, e, n in zip(d["utt"], d[err], d[ref])}
     if len(out) != len(d["utt"]):
         raise ValueError(f"{rec['utt_errors']}: repeated utterance ids in {loc}'s dev set; give each dev "
                          "utterance a unique id so the paired comparison counts each once")
@@ -170,7 +189,7 @@ def utt_errors(rec: dict, loc: str) -> dict[str, tuple[int, int]]:
 
 def prob_improvement_on_dev(system: dict, baseline: dict, loc: str, opts: MergeOptions) -> float:
     """Paired bootstrap over ``loc``'s dev utterances: P(WER of ``system`` < WER of ``baseline``)."""
-    a, b = utt_errors(system, loc), utt_errors(baseline, loc)
+    a, b = utt_errors(system, loc, opts.metric), utt_errors(baseline, loc, opts.metric)
     if a.keys() != b.keys() or any(a[u][1] != b[u][1] for u in b):
         raise ValueError(f"{loc}: steps {system['step']} and {baseline['step']} were validated on different "
                          "dev utterances or references; a paired comparison needs the same dev set")
@@ -184,18 +203,19 @@ def prob_improvement_on_dev(system: dict, baseline: dict, loc: str, opts: MergeO
 
 @POLICIES.decorator("best-significant")
 def best_significant(hist: History, locales: list[str], opts: MergeOptions) -> dict[str, Choice]:
-    base = _best_macro_record(hist, locales)
+    m = opts.metric
+    base = _best_macro_record(hist, locales, m)
     out = {}
     for loc in locales:
-        own = min(hist, key=lambda r: (_wer(r, loc), -r["step"]))
+        own = min(hist, key=lambda r: (_err(r, loc, m), -r["step"]))
         if loc not in base["locales"]:
-            out[loc] = _choice(loc, [own])  # nothing to compare with: the locale's own best
+            out[loc] = _choice(loc, [own], m)  # nothing to compare with: the locale's own best
             continue
-        if _wer(own, loc) >= _wer(base, loc):
-            out[loc] = _choice(loc, [base])  # the best single checkpoint ties this locale's best
+        if _err(own, loc, m) >= _err(base, loc, m):
+            out[loc] = _choice(loc, [base], m)  # the best single checkpoint ties this locale's best
             continue
         p = prob_improvement_on_dev(own, base, loc, opts)
-        out[loc] = replace(_choice(loc, [own if p >= opts.min_prob else base]), p_improve=p)
+        out[loc] = replace(_choice(loc, [own if p >= opts.min_prob else base], m), p_improve=p)
     return out
 
 
