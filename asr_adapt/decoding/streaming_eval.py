@@ -132,7 +132,7 @@ STREAM_SIMULATORS.register("transducer", StreamingFamily(
     stream=_transducer_stream,
     offline=_transducer_offline,
     availability="end of the audio of the encoder frame that emitted the word's last token "
-                 "(frame start + 40 ms frame + 15 ms analysis-window overhang)",
+                 "(frame start + one encoder frame, 40 or 80 ms + 15 ms analysis-window overhang)",
 ))
 
 

@@ -10,10 +10,11 @@ transducer module's own streaming greedy search
 * ``emit_time``: the audio time when it was emitted = the end of the audio piece that
   completed the encoder chunk that produced it (no wall clock involved);
 * ``frame_time``: the start of its encoder frame (what the search reports);
-* ``avail_time``: when that frame's audio was complete: frame start + 40 ms frame +
-  15 ms analysis-window overhang (a feature frame spans 25 ms, hop 10 ms).
+* ``avail_time``: when that frame's audio was complete: frame start + one encoder frame
+  (40 ms, or 80 ms at 8x) + 15 ms analysis-window overhang (a feature frame spans 25 ms,
+  hop 10 ms).
 
-Piece grid: encoder chunk ``k`` (``C`` frames of 40 ms) depends on samples up to
+Piece grid: encoder chunk ``k`` (``C`` encoder frames) depends on samples up to
 ``(k + 1) * chunk + 15 ms``, so the first piece is one chunk plus that 15 ms overhang and
 every later piece is one chunk: each piece then completes exactly one encoder chunk, and
 a token's emission delay is the chunking delay, not an artefact of the piece grid.

@@ -6,7 +6,7 @@ first pass chunk by chunk) and search *methods* (``greedy``, ``modified_beam``) 
 registries, so a new one is one registered function.
 
 Every method reports per-token emission times: the start (s) of the encoder frame that
-emitted the token (40 ms frames). ``avg_logprob`` is the mean log-probability of all
+emitted the token (40 or 80 ms encoder frames). ``avg_logprob`` is the mean log-probability of all
 decisions taken (blanks included), comparable across methods for the same utterance.
 
 Adapters sit on the encoder only; the prediction network runs with whatever batch shape

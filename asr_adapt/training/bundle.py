@@ -70,7 +70,7 @@ def merge_experiment(
     if len(sources) == 1 and len(next(iter(sources))) == 1:
         shared_ckpt = next(iter(sources))[0]
     else:
-        shared_ckpt = choose(hist, "best-macro", k, locales)[locales[0]].ckpts[0]
+        shared_ckpt = choose(hist, "best-macro", k, locales, metric=metric)[locales[0]].ckpts[0]
         if shared:
             log.warning("adapter has %d shared tensors; taking them from the best-macro checkpoint", len(shared))
     state = assemble_state("", choices, locale_keys, shared_ckpt)  # ckpts are full paths

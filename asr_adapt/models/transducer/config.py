@@ -55,7 +55,7 @@ class TransducerConfig:
     joiner_activation: str = _help("joiner nonlinearity: tanh (icefall, ESPnet) or relu (torchaudio)", "tanh")
     # dynamic-chunk training of the first pass (see README of the package)
     train_chunk_sizes: tuple[int, ...] = _help(
-        "chunk sizes (encoder frames, 40 ms each) drawn per batch when training the first pass",
+        "chunk sizes (encoder frames of 40 or 80 ms) drawn per batch when training the first pass",
         (4, 8, 16, 32),
     )
     train_left_chunks: tuple[int, ...] = _help(
