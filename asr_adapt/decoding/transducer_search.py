@@ -9,8 +9,11 @@ Every method reports per-token emission times: the start (s) of the encoder fram
 emitted the token (40 or 80 ms encoder frames). ``avg_logprob`` is the mean log-probability of all
 decisions taken (blanks included), comparable across methods for the same utterance.
 
-Adapters sit on the encoder only; the prediction network runs with whatever batch shape
-a search needs (hypotheses, not utterances), so the search never touches routing.
+Adapters sit on the encoder blocks and, optionally, on the joiner's output (LDA's
+``output`` group, for a script the foundation never emitted). The prediction network has
+none, so it runs with whatever batch shape a search needs. The joiner does not: greedy
+search keeps one row per utterance (the caller's routing applies as is), and beam search
+routes each joiner call over one utterance's hypotheses to that utterance's locale.
 """
 
 from __future__ import annotations
