@@ -84,11 +84,11 @@ def stream_transducer(model, wav: np.ndarray, lang: str | None, config: Transduc
     wav = np.asarray(wav, dtype=np.float32)
     n = len(wav)
     state = model.init_streaming_state(1, config.chunk_frames(model.config.frame_ms), config.left_context_chunks)
-    search = GreedyState.start(model, 1, model.cmvn.mean.device)
     out = TokenStream([], [], [], [])
     received, feats_done = 0, 0  # samples received, feature frames computed so far
     t0 = time.perf_counter()
     with routing.use([lang]):
+        search = GreedyState.start(model, 1, model.cmvn.mean.device)  # routed: the predictor may carry adapters
         while True:
             received = min(n, first if received == 0 else received + chunk)
             final = received >= n

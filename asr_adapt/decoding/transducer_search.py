@@ -9,11 +9,11 @@ Every method reports per-token emission times: the start (s) of the encoder fram
 emitted the token (40 or 80 ms encoder frames). ``avg_logprob`` is the mean log-probability of all
 decisions taken (blanks included), comparable across methods for the same utterance.
 
-Adapters sit on the encoder blocks and, optionally, on the joiner's output (LDA's
-``output`` group, for a script the foundation never emitted). The prediction network has
-none, so it runs with whatever batch shape a search needs. The joiner does not: greedy
-search keeps one row per utterance (the caller's routing applies as is), and beam search
-routes each joiner call over one utterance's hypotheses to that utterance's locale.
+Adapters sit on the encoder blocks and, optionally, on the prediction network and the
+joiner's output (LDA's ``output`` group, for a script the foundation never emitted). Greedy
+search keeps one row per utterance, so the caller's routing applies as is; beam search
+routes each prediction/joiner call over one utterance's hypotheses to that utterance's
+locale.
 """
 
 from __future__ import annotations
@@ -220,7 +220,7 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
 @DECODE_MODES.decorator("full")
 def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
     """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
-    with routing.use(langs):  # the search too: output-side (joiner) adapters route per row
+    with routing.use(langs):  # the search too: output-side adapters (predictor, joiner) route per row
         out = model.encode(feats, lengths, options.chunk_frames(model.config.frame_ms), options.left_context_chunks)
         enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
         enc_p = model.joiner.project_encoder(enc, name)
@@ -234,8 +234,8 @@ def decode_streaming(model, feats, lengths, langs, options) -> list[SearchResult
     c = options.chunk_frames(model.config.frame_ms)
     step = model.config.subsampling * c
     state = model.init_streaming_state(b, c, options.left_context_chunks)
-    search = GreedyState.start(model, b, feats.device)
-    with routing.use(langs):
+    with routing.use(langs):  # the start state too: the prediction network may carry adapters
+        search = GreedyState.start(model, b, feats.device)
         for s in range(0, max(t_total, 1), step):
             x = feats[:, s : s + step]
             x_lens = (lengths - s).clamp(0, x.shape[1])

@@ -156,7 +156,8 @@ def test_options_are_validated_and_registered():
     TransducerDecodingOptions(mode="streaming", chunk_ms=160),
 ], ids=["full-greedy", "full-beam3", "stream-160ms"])
 def test_output_adapters_route_per_row_in_every_search(trained, opts):
-    """LDA on the encoder passes *and* the joiner output, made non-identity: in a mixed batch
+    """LDA on the encoder passes *and* the output side (prediction network, joiner), made
+    non-identity: in a mixed batch
     every row decodes as it does alone, and a row with no adapter decodes as the base."""
     import copy
 
@@ -171,7 +172,7 @@ def test_output_adapters_route_per_row_in_every_search(trained, opts):
     with torch.no_grad():
         for name, p in adapted.named_parameters():
             if "lda_" in name and name.endswith("up.weight"):
-                p.copy_(torch.randn(p.shape, generator=g) * (3.0 if "joiner" in name else 0.3))
+                p.copy_(torch.randn(p.shape, generator=g) * (3.0 if "joiner" in name or "predictor" in name else 0.3))
     langs = ["xx-XX", None, "yy"]
     batch = adapted.transcribe_batch(wavs, langs, opts)
     alone = [adapted.transcribe_batch([w], [lang], opts)[0] for w, lang in zip(wavs, langs)]
@@ -181,3 +182,9 @@ def test_output_adapters_route_per_row_in_every_search(trained, opts):
     assert batch[1].avg_logprob == pytest.approx(base[1].avg_logprob, abs=1e-6)
     for i in (0, 2):  # the adapters do act on the rows they serve
         assert abs(batch[i].avg_logprob - base[i].avg_logprob) > 1e-5
+    if opts.mode == "streaming":  # stream-eval's piece-by-piece path routes the same way
+        from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer
+
+        for wav, lang, hyp in zip(wavs, langs, batch):
+            streamed = stream_transducer(adapted, wav, lang, TransducerStreamingConfig(chunk_ms=opts.chunk_ms))
+            assert streamed.tokens == hyp.tokens

@@ -195,7 +195,7 @@ def test_injection_points_resolve(model):
     assert len(pts.blocks["second_pass"]) == model.config.second_pass_layers
     for group in ("first_pass", "second_pass"):
         assert all(isinstance(model.get_submodule(n), ConformerBlock) for n in pts.blocks[group])
-    assert [model.get_submodule(n) for n in pts.blocks["output"]] == [model.joiner]
+    assert [model.get_submodule(n) for n in pts.blocks["output"]] == [model.predictor, model.joiner]
     assert set(pts.linears) == {"first_pass.attn", "first_pass.ffn", "second_pass.attn", "second_pass.ffn"}
     for names in pts.linears.values():
         assert names and all(isinstance(model.get_submodule(n), nn.Linear) for n in names)

@@ -64,13 +64,21 @@ class LDABank(BankMixin, nn.ModuleDict):
 
 
 def block_width(block: nn.Module) -> int:
-    """D of a block's output: its last LayerNorm's width, else its last Linear's out_features."""
+    """D of a block's output: its last LayerNorm's width, else its last Linear's out_features,
+    else its last Conv1d's channels or Embedding's width."""
     norms = [m for m in block.modules() if isinstance(m, nn.LayerNorm)]
     if norms:
         return int(norms[-1].normalized_shape[-1])
     linears = [m for m in block.modules() if isinstance(m, nn.Linear)]
     if linears:
         return int(linears[-1].out_features)
+    # e.g. a stateless prediction network: embedding (+ 1-D convolution over the history)
+    convs = [m for m in block.modules() if isinstance(m, nn.Conv1d)]
+    if convs:
+        return int(convs[-1].out_channels)
+    embeddings = [m for m in block.modules() if isinstance(m, nn.Embedding)]
+    if embeddings:
+        return int(embeddings[-1].embedding_dim)
     raise ValueError(f"cannot infer the output width of {type(block).__name__}; set the LDA option dim")
 
 

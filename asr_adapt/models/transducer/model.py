@@ -233,10 +233,11 @@ class TransducerBackbone(Backbone):
             attn = ("q_proj", "k_proj", "v_proj", "out_proj")
             linears[f"{name}.attn"] = [f"{p}.attn.{lin}" for p in prefix for lin in attn]
             linears[f"{name}.ffn"] = [f"{p}.{f}.{lin}" for p in prefix for f in ("ffn1", "ffn2") for lin in ("fc1", "fc2")]
-        # The joiner's output (logits over the vocabulary): a locale whose script the
-        # foundation never emitted needs its output remapped (a Greek "a" sound to "α" rather
-        # than "a"), which an encoder adapter cannot do through the frozen output layer.
-        blocks["output"] = ["joiner"]
+        # The output side: a locale whose script the foundation never emitted needs its output
+        # remapped (a Greek "a" sound to "α" rather than "a"), which an encoder adapter cannot
+        # do through the frozen output layer (the joiner's logits), and the prediction network
+        # has never seen those characters as history (its output, before the joiner).
+        blocks["output"] = ["predictor", "joiner"]
         return InjectionPoints(blocks=blocks, linears=linears)
 
     # ------------------------------------------------------------------ persistence
