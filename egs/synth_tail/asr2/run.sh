@@ -40,15 +40,16 @@ pretrain_full_context=1000   # full-context steps before dynamic chunk training 
 pretrain_val_every=250
 max_time=""             # e.g. 00:02:00:00: Lightning stops (after a last validation) at this wall time
 adapters=lda
-max_steps=300           # LDA steps (teacher)
-student_steps=150       # noisy-student steps per generation (from the teacher's adapters)
-val_every=50
+max_steps=600           # LDA steps (teacher)
+student_steps=300       # noisy-student steps per generation (from the teacher's adapters)
+val_every=100
+compare_systems=true    # also decode gen0, the last and the best single checkpoint (vs the merge)
 generations=1
 batch_seconds=60
 stream_chunks=160,320,640
 merge_policy=best-significant
 merge_metric=cer        # random-word dictation: words stay mostly wrong long after characters improve
-lda_budget=""           # LDA parameters per locale as a fraction of the base (empty: the recipe's 0.4 %)
+lda_budget=0.02         # LDA parameters per locale as a fraction of the base (the paper's 0.4 %: 0.004)
 data=data
 exp=exp
 nj=2
@@ -66,6 +67,7 @@ if [ "$quick" = true ]; then
   max_steps=60
   student_steps=30
   val_every=30
+  compare_systems=false
   batch_seconds=30
   stream_chunks=320
   [ "$data" = data ] && data=data_quick
@@ -141,7 +143,6 @@ mode_args() {  # offline = full attention + second pass; streaming = first pass,
     streaming) echo "--mode streaming --chunk-ms 320" ;;
   esac
 }
-compare_systems=false
 train_conf="--config $trainer_conf --trainer.max_steps $max_steps --trainer.val_check_interval $val_every \
   --model.init_args.model $model --data.locales $tail_list --data.dev [$data/dev] \
   --data.max_batch_seconds $batch_seconds --model.init_args.lr_scheduler.init_args.total_steps $max_steps"
