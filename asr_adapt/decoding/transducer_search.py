@@ -19,7 +19,6 @@ locale.
 from __future__ import annotations
 
 import contextlib
-
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -30,7 +29,6 @@ import torch
 from asr_adapt import routing
 from asr_adapt.models.base import Hypothesis
 from asr_adapt.registry import Registry
-
 
 MIN_FRAME_MS = 40  # the finest encoder frame (4x subsampling); chunk sizes are multiples of it
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-
 ACTIVATIONS = {"tanh": torch.tanh, "relu": torch.relu}
 
 

@@ -22,9 +22,9 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchaudio
-from torch import nn
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
+from torch import nn
 
 from asr_adapt import routing
 from asr_adapt.fileio import atomic_write, atomic_write_json

@@ -25,9 +25,7 @@ Usage (one thread per run; two runs side by side on two cores)::
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
-import math
 import random
 import sys
 import time
@@ -79,7 +77,7 @@ class ReferenceTransducer:
 
     def __init__(self, vocab: int, stride: int, d: int, heads: int, ffn: int, layers: int, kernel: int):
         import torch
-        from torchaudio.models import Conformer, RNNT
+        from torchaudio.models import RNNT, Conformer
         from torchaudio.models.rnnt import _Joiner, _Predictor, _TimeReduction
 
         class Transcriber(torch.nn.Module):
@@ -265,7 +263,7 @@ def main(argv=None) -> int:
     import torch
 
     from asr_adapt.models.transducer import TransducerBackbone, TransducerConfig
-    from asr_adapt.training.schedulers import WarmupCosine, WarmupConstant
+    from asr_adapt.training.schedulers import WarmupConstant, WarmupCosine
 
     torch.set_num_threads(args.threads)
     random.seed(args.seed)

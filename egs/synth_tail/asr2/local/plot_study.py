@@ -50,7 +50,7 @@ def main(argv=None) -> int:
             ax.set_xlabel(args.x)
         last = recs[-1]
 
-        def cell(key, fmt=".1f"):
+        def cell(key, fmt=".1f", last=last, ctc_only=ctc_only):
             v = last.get(key, float("nan"))
             return "-" if v != v or (ctc_only and key != "cer_ctc") else format(v, fmt)
 
