@@ -197,6 +197,19 @@ def grad_norm(params) -> float:
     return float(torch.stack(g).norm()) if g else 0.0
 
 
+def optimiser_step(loss, model, opt, sched, clip: float, *norm_groups) -> list[float]:
+    """Backward, clip, step; returns the pre-clipping gradient norm of each parameter group."""
+    import torch
+
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    norms = [grad_norm(g) for g in norm_groups]
+    torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
+    opt.step()
+    sched.step()
+    return norms
+
+
 def param_groups(model, weight_decay: float, decay_all: bool):
     decay, no_decay = [], []
     for name, p in model.named_parameters():
@@ -319,12 +332,7 @@ def main(argv=None) -> int:
                 loss = sum(v for k, v in terms.items() if k.startswith("ctc_")) / 2
             else:
                 loss = terms["loss"]
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            eg, jg = grad_norm(enc_params), grad_norm(joiner_params)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
-            sched.step()
+            eg, jg = optimiser_step(loss, model, opt, sched, args.clip, enc_params, joiner_params)
             step += 1
             losses.append(float(loss.detach()))
             minutes = (time.time() - t0) / 60
@@ -385,12 +393,7 @@ def train_reference(args, ours, data, out: Path) -> int:
             x, lens, texts, _ = collate(train, idx)
             targets, tl = ours.encode_targets(texts)
             loss = ref.loss(x, lens, targets, tl)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            g = grad_norm(list(model.parameters()))
-            torch.nn.utils.clip_grad_norm_(model.parameters(), args.clip)
-            opt.step()
-            sched.step()
+            (g,) = optimiser_step(loss, model, opt, sched, args.clip, list(model.parameters()))
             step += 1
             losses.append(float(loss.detach()))
             minutes = (time.time() - t0) / 60
