@@ -41,7 +41,7 @@ def _run(args: argparse.Namespace) -> int:
     config = SynthConfig(
         utts_per_locale=args.utts_per_locale, train_utts_per_locale=args.train_utts_per_locale,
         tail_fraction=args.tail_fraction, splits=_split_list(args.splits),
-        seed=args.seed, jobs=args.jobs, speakers_per_split=args.speakers_per_split, **kw,
+        seed=args.seed, jobs=args.jobs, speakers_per_split=args.speakers_per_split, train_speakers=args.train_speakers, **kw,
     )
     t0 = time.perf_counter()
     try:
@@ -86,6 +86,9 @@ def register(subparsers) -> None:
     p.add_argument("--seed", type=int, default=0, help="corpus seed (default: 0)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes (default: 2)")
     p.add_argument("--speakers-per-split", type=int, default=4, help="speakers per locale and split (default: 4)")
+    p.add_argument("--train-speakers", type=int, default=None,
+                   help="speakers per locale in train (default: --speakers-per-split; at most 112: 7 voice "
+                        "variants x 4 rates x 4 pitches); dev/test/unlabelled are unaffected")
     p.add_argument("--conditions", metavar="NAME:W,...",
                    help="acoustic condition weights (default: clean:0.5,noise:0.3,telephone:0.2)")
     p.add_argument("--overwrite", action="store_true", help="replace splits that already exist in OUT")

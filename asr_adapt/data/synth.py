@@ -66,6 +66,9 @@ class SynthConfig:
     seed: int = field(default=0, metadata={"help": "corpus seed: same seed, same text and audio bytes"})
     jobs: int = field(default=2, metadata={"help": "worker processes"})
     speakers_per_split: int = field(default=4, metadata={"help": "speakers per locale and split"})
+    train_speakers: int | None = field(
+        default=None, metadata={"help": "speakers per locale in train (None: speakers_per_split); dev/test/unlabelled "
+                                        "keep speakers_per_split, so a larger train set leaves them byte-identical"})
     conditions: Mapping[str, float] = field(
         default_factory=lambda: {"clean": 0.5, "noise": 0.3, "telephone": 0.2},
         metadata={"help": "acoustic condition -> relative weight"},
@@ -87,8 +90,8 @@ class SynthConfig:
             TEXT_KINDS.get(name)
         if self.train_utts_per_locale is not None and self.train_utts_per_locale < 1:
             raise ValueError("train_utts_per_locale must be >= 1")
-        if self.utts_per_locale < 1 or self.jobs < 1 or self.speakers_per_split < 1:
-            raise ValueError("utts_per_locale, jobs and speakers_per_split must be >= 1")
+        if self.utts_per_locale < 1 or self.jobs < 1 or self.speakers_per_split < 1 or (self.train_speakers or 1) < 1:
+            raise ValueError("utts_per_locale, jobs, speakers_per_split and train_speakers must be >= 1")
         if not 0 < self.tail_fraction <= 1:
             raise ValueError(f"tail_fraction must be in (0, 1], got {self.tail_fraction}")
         if not self.locales or len(set(self.locales)) != len(self.locales):
@@ -135,7 +138,8 @@ def plan(config: SynthConfig, out: Path) -> list[UttJob]:
             n = config.count(locale, split)
             rng = random.Random(derive_seed(config.seed, locale, split, "speakers"))
             combos = [(v, r, p) for v in SPLIT_VARIANTS[split] for r in RATES for p in PITCHES]
-            speakers = rng.sample(combos, k=min(config.speakers_per_split, n, len(combos)))
+            k = config.train_speakers if split == "train" and config.train_speakers else config.speakers_per_split
+            speakers = rng.sample(combos, k=min(k, n, len(combos)))
             for i in range(n):
                 variant, rate, pitch = speakers[i % len(speakers)]
                 spk = f"{locale}-{variant}-r{rate:03d}-p{pitch:02d}"

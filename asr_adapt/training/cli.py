@@ -7,7 +7,12 @@ overrides work as in any LightningCLI. Two additions:
 * ``--resume`` continues from ``<default_root_dir>/checkpoints/last.ckpt`` and fails loudly
   when there is none;
 * without ``--resume`` an experiment directory that already has checkpoints is refused
-  (``--overwrite`` starts over), so finished work is never silently replaced.
+  (``--overwrite`` starts over), so finished work is never silently replaced;
+* ``--time-budget SECONDS`` trains for a wall-clock budget: the step count and the
+  learning-rate schedule are fitted to it from the measured step rate
+  (:class:`~asr_adapt.training.pacing.TimeBudget`).
+
+Steps per second (and GPU utilisation on a GPU) are logged every 50 steps.
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint, check
 from asr_adapt.training.checkpoint_io import AtomicCheckpointIO
 from asr_adapt.training.datamodule import ASRDataModule
 from asr_adapt.training.module import AdaptationModule
+from asr_adapt.training.pacing import Throughput, TimeBudget
 
 USAGE = """usage: asr-adapt train {fit,validate} --config CONFIG.yaml [--resume] [--overwrite] [LightningCLI overrides]
 
@@ -49,6 +55,9 @@ class AdaptCLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
         parser.add_argument("--overwrite", action="store_true", help="delete existing checkpoints and start over")
+        parser.add_argument("--time-budget", type=float, default=None,
+                            help="train for this many wall seconds: max_steps and the scheduler's total_steps "
+                                 "are fitted to the budget from the measured step rate")
 
 
 def run_train(argv: list[str]) -> int:
@@ -65,6 +74,8 @@ def run_train(argv: list[str]) -> int:
         print(f"error: invalid config: {e}", file=sys.stderr)
         return 2
     trainer, cfg = cli.trainer, cli.config
+    if cfg.get("time_budget"):
+        trainer.callbacks.append(TimeBudget(cfg["time_budget"]))
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     ckpt_dir = checkpoint_dir(trainer)
     last = ckpt_dir / "last.ckpt"
@@ -97,7 +108,7 @@ def _build_cli(rest: list[str]) -> AdaptCLI:
         save_config_callback=ExperimentConfigSaver,
         save_config_kwargs={"overwrite": True},
         trainer_defaults={
-            "callbacks": [LocaleCheckpoint(), ExperimentLock()],
+            "callbacks": [LocaleCheckpoint(), ExperimentLock(), Throughput()],
             "enable_checkpointing": False,
             "num_sanity_val_steps": 0,
             "gradient_clip_val": 1.0,

@@ -3,7 +3,9 @@
 Training batches are duration-bucketed with a cap on total seconds, and locales are drawn
 with temperature sampling (p_l ∝ n_l^(1/T)) so tail locales are not drowned by head ones.
 Audio is read lazily in loader workers; an unreadable file is logged and dropped from its
-batch instead of stopping training.
+batch instead of stopping training. With ``feature_cache`` the training batches carry only
+indices into ``train_utts`` (no audio): the module featurises the whole training set once on
+its device (:class:`~asr_adapt.training.feature_bank.FeatureBank`) and gathers rows from it.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any
 
 import lightning as L
 import numpy as np
+import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asr_adapt.data.audio import AudioError
@@ -50,6 +53,29 @@ class UtteranceDataset(Dataset):
         return {"utt_id": u.utt_id, "wav": wav, "text": u.text or "", "lang": u.lang}
 
 
+class IndexDataset(Dataset):
+    """Index, transcript and locale of one utterance; the audio stays where it is (feature cache)."""
+
+    def __init__(self, utts: list[Utterance]) -> None:
+        self.utts = utts
+
+    def __len__(self) -> int:
+        return len(self.utts)
+
+    def __getitem__(self, i: int) -> dict:
+        u = self.utts[i]
+        return {"index": i, "utt_id": u.utt_id, "text": u.text or "", "lang": u.lang}
+
+
+def collate_index(items: list[dict]) -> dict:
+    return {
+        "index": torch.tensor([it["index"] for it in items], dtype=torch.long),
+        "utt_ids": [it["utt_id"] for it in items],
+        "texts": [it["text"] for it in items],
+        "langs": [it["lang"] for it in items],
+    }
+
+
 def collate(items: list[dict | None]) -> dict[str, list]:
     items = [it for it in items if it is not None]
     return {
@@ -72,6 +98,7 @@ class ASRDataModule(L.LightningDataModule):
         num_workers: int = 1,
         augment: dict[str, Any] | None = None,
         seed: int = 0,
+        feature_cache: bool = False,
     ) -> None:
         """
         Args:
@@ -82,10 +109,18 @@ class ASRDataModule(L.LightningDataModule):
             temperature: locale sampling temperature (1 = natural, large = uniform).
             max_duration: drop training utterances longer than this (seconds).
             augment: waveform augmentation (:class:`AugmentConfig` fields).
+            feature_cache: featurise the training set once on the training device and draw
+                batches from there (GPU pretraining: no per-step audio reading, feature
+                extraction, tokenisation or host-to-device copies). Needs a fixed frontend:
+                not with waveform ``augment``; SpecAugment still applies per step.
         """
         super().__init__()
         self.save_hyperparameters()
         self.augment = AugmentConfig(**(augment or {}))
+        if feature_cache and (self.augment.noise_prob > 0 or self.augment.speed_prob > 0):
+            raise ValueError("feature_cache computes each utterance's features once: it cannot be combined with "
+                             "waveform augmentation (data.augment); use the model's feature_augment (SpecAugment)")
+        self.feature_cache = feature_cache
 
     def _load(self, paths: list[str] | None, need_text: bool) -> list[Utterance]:
         utts: list[Utterance] = []
@@ -105,7 +140,8 @@ class ASRDataModule(L.LightningDataModule):
         self.train_utts = [u for u in self._load(self.hparams.train, True)
                            if (u.duration or 0.0) <= self.hparams.max_duration]
         self.dev_utts = self._load(self.hparams.dev, True)
-        self.train_set = UtteranceDataset(self.train_utts, self.augment, self.hparams.seed)
+        self.train_set = (IndexDataset(self.train_utts) if self.feature_cache
+                          else UtteranceDataset(self.train_utts, self.augment, self.hparams.seed))
         self.dev_set = UtteranceDataset(self.dev_utts)
 
     def _rank(self) -> tuple[int, int]:
@@ -130,6 +166,8 @@ class ASRDataModule(L.LightningDataModule):
         sampler = self._train_sampler()
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         sampler.set_epoch(epoch)
+        if self.feature_cache:  # indices only: worker processes would cost more than they save
+            return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate_index, num_workers=0)
         self.train_set.epoch = epoch
         return DataLoader(self.train_set, batch_sampler=sampler, collate_fn=collate,
                           num_workers=self.hparams.num_workers, persistent_workers=False)

@@ -149,7 +149,21 @@ class AdaptationModule(L.LightningModule):
         return super().load_state_dict(state_dict, strict=False, assign=assign)
 
     # --- training --------------------------------------------------------------------
+    #: whether train batches may be drawn from a device-resident FeatureBank (``index`` batches)
+    supports_feature_cache = False
+
+    def _build_feature_bank(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if not getattr(dm, "feature_cache", False) or getattr(self, "bank", None) is not None:
+            return
+        if not self.supports_feature_cache:
+            raise ValueError(f"data.feature_cache is not supported for the {self.family} backbone")
+        from asr_adapt.training.feature_bank import FeatureBank
+
+        self.bank = FeatureBank.build(self.backbone, dm.train_utts, progress=self.trainer.is_global_zero)
+
     def on_fit_start(self) -> None:
+        self._build_feature_bank()
         if self.augment.spec_augment and self._spec_hook is None:
             name = self.backbone.feature_module()
             if name is None:
@@ -184,7 +198,7 @@ class AdaptationModule(L.LightningModule):
                         batch_idx, batch["utt_ids"][:3], self.skipped_batches)
             self.log("train/skipped_batches", float(self.skipped_batches))
             return None
-        bs = len(batch["wavs"])
+        bs = len(batch["langs"])
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         if reg.requires_grad:
             self.log("train/reg", reg, batch_size=bs)
@@ -230,6 +244,7 @@ class TransducerAdaptationModule(AdaptationModule):
     """Streaming cascaded Conformer-transducer (frozen) + per-locale adapters."""
 
     family = "transducer"
+    supports_feature_cache = True
 
     def __init__(self, model: str = "exp/foundation", full_context_steps: int = 0, **kwargs: Any) -> None:
         """
@@ -245,8 +260,18 @@ class TransducerAdaptationModule(AdaptationModule):
 
     def train_loss(self, batch: dict) -> torch.Tensor:
         chunking = {"chunk_size": -1, "left_chunks": -1} if self.global_step < self.full_context_steps else {}
-        terms = self.backbone.loss_terms(batch["wavs"], batch["texts"], batch["langs"], **chunking)
-        bs = len(batch["wavs"])
+        if "index" in batch:  # a feature-cache batch: rows of the device-resident bank
+            g = self.bank.gather(batch["index"])
+            langs = [lang for lang, k in zip(batch["langs"], g.keep.tolist()) if k]
+            feats = g.feats
+            if self.augment.spec_augment:
+                feats = spec_augment(feats.transpose(1, 2), self.augment).transpose(1, 2)
+            with routing.use(langs):
+                terms = self.backbone.loss_terms_from_features(feats, g.flens, None, langs,
+                                                               targets=(g.targets, g.tlens), **chunking)
+        else:
+            terms = self.backbone.loss_terms(batch["wavs"], batch["texts"], batch["langs"], **chunking)
+        bs = len(batch["langs"])
         for name, value in terms.items():  # each pass's transducer (and CTC) loss on its own
             if name != "loss":
                 self.log(f"train/{name}", value.detach(), batch_size=bs)

@@ -176,11 +176,14 @@ class TransducerBackbone(Backbone):
         return self.loss_terms_from_features(feats, flens, texts, langs, chunk_size, left_chunks)
 
     def loss_terms_from_features(self, feats, flens, texts, langs, chunk_size: int | None = None,
-                                 left_chunks: int | None = None):
-        """:meth:`loss_terms` on normalised features (B, T_f, F) and lengths (B,) (e.g. cached ones)."""
+                                 left_chunks: int | None = None, targets=None):
+        """:meth:`loss_terms` on normalised features (B, T_f, F) and lengths (B,) (e.g. cached ones).
+
+        ``targets``: already tokenised ``(ids (B, U), lengths (B,))`` instead of ``texts``.
+        """
         if chunk_size is None:
             chunk_size, left_chunks = self.sample_chunking() if self.training else (-1, -1)
-        targets, tlens = self.encode_targets(texts, feats.device)
+        targets, tlens = targets if targets is not None else self.encode_targets(texts, feats.device)
         with routing.use(list(langs)):
             out = self.encode(feats, flens, chunk_size, -1 if left_chunks is None else left_chunks)
         if int(out.lengths.min()) < 1:

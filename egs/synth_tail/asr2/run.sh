@@ -15,6 +15,9 @@
 #
 # Usage: ./run.sh [--quick true] [--pretrain true] [--stage N] [--stop-stage N] [--overwrite true]
 #                 [--trainer-conf ../../../recipes/common/trainer_gpu.yaml] [--pretrain-args "..."]
+#
+# One GPU, from nothing to an exported foundation in under 10 minutes: local/pretrain_gpu.sh
+# (more training voices and utterances, features cached on the GPU, a wall-clock budget).
 set -euo pipefail
 cd "$(dirname "$0")"
 . ./path.sh
@@ -33,12 +36,14 @@ head_locales="en-US de-DE fr-FR es-ES ru-RU pl-PL"   # Latin + Cyrillic scripts 
 tail_locales="el-GR uk-UA cs-CZ"                     # Greek is unseen in pretraining
 utts_per_locale=30      # dev/test/unlabelled utterances per locale
 train_utts=1000         # train utterances per head locale
+train_speakers=""       # speakers per locale in train (default 4, as dev/test; the GPU recipe uses 32)
 tail_fraction=0.3       # tail locales' train size: train_utts x tail_fraction
 pretrain_steps=4000     # upper bound; --max-time usually ends pretraining first
 pretrain_warmup=300
 pretrain_full_context=1000   # full-context steps before dynamic chunk training starts
 pretrain_val_every=250
 max_time=""             # e.g. 00:02:00:00: Lightning stops (after a last validation) at this wall time
+pretrain_budget=""      # seconds: fit the step count and LR schedule to this wall time (GPU recipe)
 adapters=lda
 max_steps=800           # LDA steps (teacher)
 student_steps=300       # noisy-student steps per generation (from the teacher's adapters)
@@ -86,7 +91,7 @@ if should_run 0 && need_run "$data/.synth.done"; then
   log "stage 0: synthesise $utts_per_locale dev/test/unlabelled and $train_utts train utterances per locale"
   asr-adapt synth "$data" --locales $all_locales --utts-per-locale "$utts_per_locale" \
     --train-utts-per-locale "$train_utts" --tail-fraction "$tail_fraction" --seed "$seed" --jobs "$nj" \
-    --overwrite
+    ${train_speakers:+--train-speakers "$train_speakers"} --overwrite
   touch "$data/.synth.done"
 fi
 
@@ -112,6 +117,7 @@ if [ "$pretrain" = true ]; then
     [ -f "$exp/pretrain/checkpoints/last.ckpt" ] && resume="--resume"
     extra=""
     [ -n "$max_time" ] && extra="--trainer.max_time $max_time"
+    [ -n "$pretrain_budget" ] && extra="$extra --time-budget $pretrain_budget"
     # shellcheck disable=SC2086
     asr-adapt train fit --config "$trainer_conf" --config ../../../recipes/transducer/pretrain.yaml \
       --model.init_args.model "$exp/foundation_init" --model.init_args.locales "$head_list" \
