@@ -129,8 +129,8 @@ def _family_overrides(backbone, args) -> dict:
     if unknown:
         raise SystemExit(f"error: {', '.join(unknown)} do not apply to the {args.backbone} backbone")
     out = {k: v for k, v in {**wanted, **explicit}.items() if k in known}
-    if "method" in known and args.beam_size > 1:  # transducer: beam size selects modified beam search
-        out["method"] = "modified_beam"
+    if "method" in known and args.beam_size > 1:  # transducer: beam size selects beam search
+        out["method"] = "beam"
     return out
 
 

@@ -12,6 +12,7 @@ from asr_adapt.decoding.transducer_search import (
     DECODE_MODES,
     SEARCH_METHODS,
     TransducerDecodingOptions,
+    beam_search,
     greedy_search,
     modified_beam_search,
 )
@@ -66,9 +67,10 @@ def trained():
     TransducerDecodingOptions(),
     TransducerDecodingOptions(chunk_ms=0),
     TransducerDecodingOptions(method="modified_beam", beam_size=4),
+    TransducerDecodingOptions(method="beam", beam_size=4),
     TransducerDecodingOptions(mode="streaming", chunk_ms=320),
     TransducerDecodingOptions(mode="streaming", chunk_ms=160, left_context_chunks=2),
-], ids=["full-greedy", "full-ctx-greedy", "full-beam4", "stream-320ms", "stream-160ms-left2"])
+], ids=["full-greedy", "full-ctx-greedy", "full-modbeam4", "full-beam4", "stream-320ms", "stream-160ms-left2"])
 def test_overfit_batch_decodes_to_its_transcripts(trained, opts):
     model, wavs = trained
     hyps = model.transcribe_batch(wavs, ["xx-XX", None, "yy"], opts)
@@ -111,15 +113,66 @@ def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
         assert abs(b.logprob - g.logprob) < 1e-4
 
 
+def test_beam_with_beam_1_is_greedy_with_the_same_symbol_cap(trained):
+    model, wavs = trained
+    feats, lens = model.features(wavs)
+    with torch.no_grad():
+        out = model.encode(feats, lens, 8)
+        enc_p = model.joiner.project_encoder(out.second, "second_pass")
+        opts = TransducerDecodingOptions(method="beam", beam_size=1, max_symbols_per_frame=3)
+        beam = beam_search(model, enc_p, out.lengths, opts)
+        greedy = greedy_search(model, enc_p, out.lengths, opts)
+    for b, g in zip(beam, greedy):
+        assert b.tokens == g.tokens and b.times == g.times
+        assert abs(b.logprob - g.logprob) < 1e-4
+
+
+class _TwoPerFrame:
+    """A stub transducer whose best path emits "a", "b" and then blank, all at frame 0:
+    the joiner's logits depend only on the last token (blank -> a -> b -> blank)."""
+
+    class _Pred:
+        context_size, blank_id = 1, 0
+
+        def __call__(self, ctx, need_pad=False):
+            return torch.nn.functional.one_hot(ctx, 3).float()  # (N, 1, 3)
+
+        def start_context(self, batch, device=None):
+            return torch.zeros(batch, 1, dtype=torch.long)
+
+    class _Joiner:
+        table = torch.tensor([[-5.0, 0.0, -5.0], [-5.0, -5.0, 0.0], [0.0, -5.0, -5.0]])
+
+        def project_decoder(self, x):
+            return x
+
+        def __call__(self, enc, dec):
+            return dec @ self.table  # (H, 3)
+
+    def __init__(self) -> None:
+        self.predictor, self.joiner = self._Pred(), self._Joiner()
+        self.config = type("C", (), {"frame_s": 0.08})()
+
+
+def test_beam_emits_several_symbols_in_one_frame_where_modified_beam_cannot():
+    """At 80 ms frames and characters, one symbol per frame deletes characters."""
+    model, enc_p, lens = _TwoPerFrame(), torch.zeros(1, 1, 3), torch.tensor([1])
+    opts = TransducerDecodingOptions(method="beam", beam_size=4, max_symbols_per_frame=3)
+    assert beam_search(model, enc_p, lens, opts)[0].tokens == [1, 2]
+    assert greedy_search(model, enc_p, lens, opts)[0].tokens == [1, 2]
+    assert modified_beam_search(model, enc_p, lens, opts)[0].tokens == [1]
+
+
 def test_wider_beam_never_scores_below_beam_1(trained):
     model, wavs = trained
     feats, lens = model.features(wavs)
     with torch.no_grad():
         out = model.encode(feats, lens, 8)
         enc_p = model.joiner.project_encoder(out.second, "second_pass")
-        one = modified_beam_search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=1))
-        four = modified_beam_search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=4))
-    assert all(f.logprob >= o.logprob - 1e-6 for f, o in zip(four, one))
+        for search in (modified_beam_search, beam_search):
+            one = search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=1))
+            four = search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=4))
+            assert all(f.logprob >= o.logprob - 1e-6 for f, o in zip(four, one))
 
 
 def test_streaming_decode_matches_offline_first_pass_greedy(trained):
@@ -136,7 +189,7 @@ def test_streaming_decode_matches_offline_first_pass_greedy(trained):
 
 
 def test_options_are_validated_and_registered():
-    assert {"greedy", "modified_beam"} <= set(SEARCH_METHODS.names())
+    assert {"greedy", "beam", "modified_beam"} <= set(SEARCH_METHODS.names())
     assert {"full", "streaming"} <= set(DECODE_MODES.names())
     opts = TransducerDecodingOptions()
     assert dataclasses.replace(opts, chunk_ms=640).chunk_frames(40) == 16
