@@ -24,6 +24,9 @@ class AugmentConfig:
     freq_width: int = field(default=10, metadata={"help": "SpecAugment: max width of a frequency mask (bins)"})
     time_masks: int = field(default=2, metadata={"help": "SpecAugment: number of time masks"})
     time_width: float = field(default=0.05, metadata={"help": "SpecAugment: max time-mask width as a fraction of length"})
+    spectral_envelope: float = field(default=0.0, metadata={
+        "help": "max amplitude (log-mel, natural log) of a random smooth spectral envelope added to each utterance "
+                "(a voice-timbre / channel equaliser augmentation); 0: off"})
 
     def __post_init__(self) -> None:
         for name in ("noise_prob", "speed_prob"):
@@ -33,6 +36,13 @@ class AugmentConfig:
             raise ValueError("snr_db must be (low, high)")
         if any(s <= 0 for s in self.speeds):
             raise ValueError("speeds must be positive")
+        if self.spectral_envelope < 0:
+            raise ValueError("spectral_envelope must be >= 0")
+
+    @property
+    def feature_level(self) -> bool:
+        """Whether anything applies to features (SpecAugment or the spectral envelope)."""
+        return self.spec_augment or self.spectral_envelope > 0
 
     @property
     def active(self) -> bool:
@@ -61,6 +71,27 @@ def augment_waveform(wav: np.ndarray, cfg: AugmentConfig, rng: np.random.Generat
     if cfg.noise_prob and rng.random() < cfg.noise_prob:
         wav = add_noise(wav, float(rng.uniform(*cfg.snr_db)), rng)
     return wav
+
+
+def spectral_envelope(feats: torch.Tensor, amplitude: float, scale: torch.Tensor | None = None,
+                      generator: torch.Generator | None = None, order: int = 4) -> torch.Tensor:
+    """Add a random smooth curve over the mel axis to each utterance. ``feats``: (B, F, T).
+
+    The curve is ``sum_k a_k cos(pi k f / (F - 1)) / k`` for k = 1..order with a_k uniform in
+    [-amplitude, amplitude]: a tilt plus a few broad bumps, what a different vocal tract, an
+    equaliser or a microphone does to a log spectrum. Voices whose spectral envelope lies
+    outside the training voices' (espeak-ng's ``tone`` equalisers, e.g. variant m8) are the
+    held-out voices a model fails on. ``scale`` (F,) maps the curve into normalised features
+    (CMVN's inverse std) when ``feats`` are already normalised.
+    """
+    b, f, _ = feats.shape
+    k = torch.arange(1, order + 1, dtype=torch.float32)
+    basis = torch.cos(torch.pi * k[:, None] * torch.arange(f, dtype=torch.float32)[None] / max(1, f - 1)) / k[:, None]
+    coef = (torch.rand(b, order, generator=generator) * 2 - 1) * amplitude  # (B, order)
+    curve = (coef @ basis).to(feats.device, feats.dtype)  # (B, F)
+    if scale is not None:
+        curve = curve * scale.to(curve)
+    return feats + curve[:, :, None]
 
 
 def spec_augment(feats: torch.Tensor, cfg: AugmentConfig, generator: torch.Generator | None = None) -> torch.Tensor:

@@ -32,7 +32,7 @@ from asr_adapt.adapters import (
 )
 from asr_adapt.models.base import Backbone, backbone_class
 from asr_adapt.registry import Registry
-from asr_adapt.training.augment import AugmentConfig, spec_augment
+from asr_adapt.training.augment import AugmentConfig, spec_augment, spectral_envelope
 from asr_adapt.training.metrics import LocaleAccumulator
 
 log = logging.getLogger(__name__)
@@ -164,7 +164,7 @@ class AdaptationModule(L.LightningModule):
 
     def on_fit_start(self) -> None:
         self._build_feature_bank()
-        if self.augment.spec_augment and self._spec_hook is None:
+        if self.augment.feature_level and self._spec_hook is None:
             name = self.backbone.feature_module()
             if name is None:
                 log.warning("backbone %s has no feature module; SpecAugment disabled", self.family)
@@ -180,7 +180,17 @@ class AdaptationModule(L.LightningModule):
     def _spec_augment_hook(self, module, args):
         if not self.training:
             return None
-        return (spec_augment(args[0], self.augment),) + tuple(args[1:])
+        return (self.augment_features(args[0]),) + tuple(args[1:])
+
+    def augment_features(self, feats: torch.Tensor, scale: torch.Tensor | None = None) -> torch.Tensor:
+        """Training-time feature noise on (B, F, T) log-mel: spectral envelope, then SpecAugment.
+
+        ``scale``: (F,) per-bin factor of normalised features (features cached after CMVN)."""
+        if self.augment.spectral_envelope > 0:
+            feats = spectral_envelope(feats, self.augment.spectral_envelope, scale)
+        if self.augment.spec_augment:
+            feats = spec_augment(feats, self.augment)
+        return feats
 
     def train_loss(self, batch: dict) -> torch.Tensor:
         """The backbone's training loss on one batch (families may add terms or a curriculum)."""
@@ -264,8 +274,8 @@ class TransducerAdaptationModule(AdaptationModule):
             g = self.bank.gather(batch["index"])
             langs = [lang for lang, k in zip(batch["langs"], g.keep.tolist()) if k]
             feats = g.feats
-            if self.augment.spec_augment:
-                feats = spec_augment(feats.transpose(1, 2), self.augment).transpose(1, 2)
+            if self.augment.feature_level:  # bank features are normalised: the envelope is scaled by CMVN
+                feats = self.augment_features(feats.transpose(1, 2), self.backbone.cmvn.istd).transpose(1, 2)
             with routing.use(langs):
                 terms = self.backbone.loss_terms_from_features(feats, g.flens, None, langs,
                                                                targets=(g.targets, g.tlens), **chunking)

@@ -166,3 +166,38 @@ def test_warmup_cosine_total_steps_round_trips_through_its_state():
     b.load_state_dict(a.state_dict())
     assert b.total_steps == 40 and b._factor(30) == pytest.approx(a._factor(30))
     assert np.isclose(a.get_last_lr()[0], a._factor(30))
+
+
+def test_spectral_envelope_adds_one_smooth_bounded_curve_per_utterance():
+    from asr_adapt.training.augment import AugmentConfig, spectral_envelope
+
+    feats = torch.randn(3, 80, 50)
+    out = spectral_envelope(feats, 1.5, generator=torch.Generator().manual_seed(0))
+    curve = out - feats  # (B, F, T): the same curve at every frame
+    torch.testing.assert_close(curve, curve[:, :, :1].expand_as(curve))
+    c = curve[:, :, 0]
+    assert c.abs().max() <= 1.5 * sum(1 / k for k in range(1, 5)) + 1e-5
+    assert (c[:, 1:] - c[:, :-1]).abs().max() < 0.3  # smooth over neighbouring mel bins
+    assert not torch.allclose(c[0], c[1])  # a different envelope per utterance
+    scale = torch.full((80,), 0.5)
+    scaled = spectral_envelope(feats, 1.5, scale, generator=torch.Generator().manual_seed(0)) - feats
+    torch.testing.assert_close(scaled, curve * 0.5)
+    with pytest.raises(ValueError):
+        AugmentConfig(spectral_envelope=-1.0)
+    assert AugmentConfig(spectral_envelope=1.0).feature_level and not AugmentConfig(spectral_envelope=1.0).active
+
+
+def test_cached_batches_get_the_envelope_in_normalised_units(corpus):
+    """Bank features are after CMVN: the envelope is multiplied by CMVN's inverse std, so a raw
+    (log-mel) curve means the same thing on both training paths."""
+    from asr_adapt.training.module import TransducerAdaptationModule
+
+    _, _, _, init_dir = corpus
+    module = TransducerAdaptationModule(model=str(init_dir), adapter=None, full_finetune=True, locales=LOCALES,
+                                        feature_augment={"spectral_envelope": 1.0})
+    x = torch.zeros(2, module.backbone.config.n_mels, 7)
+    torch.manual_seed(0)
+    raw = module.augment_features(x)
+    torch.manual_seed(0)
+    normalised = module.augment_features(x, module.backbone.cmvn.istd)
+    torch.testing.assert_close(normalised, raw * module.backbone.cmvn.istd[None, :, None])

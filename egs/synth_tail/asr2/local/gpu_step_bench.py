@@ -61,7 +61,7 @@ def main(argv=None) -> int:
         for cap in args.batch_seconds:
             batches = iter(DurationBucketingBatchSampler(durs * 5, BucketingConfig(max_seconds=cap, seed=0)))
 
-            def step() -> float:
+            def step(batches=batches, precision=precision) -> float:
                 idx = torch.tensor(next(batches)) % args.utts
                 b = bank.gather(idx)
                 with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
