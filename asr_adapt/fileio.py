@@ -1,4 +1,5 @@
-"""Crash-safe file output: atomic replace, append-only JSONL, and experiment locks.
+"""Crash-safe file output: atomic replace (files and whole directories), append-only JSONL,
+and experiment locks.
 
 Every output that a later stage reads is written with :func:`atomic_write` (write to a
 temporary file in the same directory, fsync, ``os.replace``) so that a ``kill -9`` leaves
@@ -11,6 +12,7 @@ import contextlib
 import io
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -48,6 +50,34 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", encoding: str | None =
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_directory(out: str | os.PathLike) -> Iterator[Path]:
+    """Build a directory that appears at ``out`` only when complete.
+
+    Yields a fresh temporary directory next to ``out`` (same filesystem); when the block
+    finishes it gets the permissions of a normally created directory (``mkdtemp`` makes it
+    private) and replaces ``out``: an existing ``out`` is moved aside, the new one renamed
+    in, the old one deleted. If the block raises, the temporary directory is removed and
+    ``out`` is untouched.
+    """
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        old = None
+        if out.exists():
+            old = out.with_name(f".{out.name}.old-{os.getpid()}")
+            os.replace(out, old)
+        os.replace(tmp, out)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

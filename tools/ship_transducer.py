@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -37,6 +36,7 @@ def main(argv=None) -> int:
 
     import torch
 
+    from asr_adapt.fileio import atomic_directory
     from asr_adapt.models.transducer import TransducerBackbone
     from asr_adapt.models.transducer.shipped import SHIPPED
     from asr_adapt.training.ckpt_merge import load_history
@@ -49,9 +49,6 @@ def main(argv=None) -> int:
     chosen = next((r for r in history if r["step"] == export.get("step")), history[-1])
     walls = [r["wall_s"] for r in history if "wall_s" in r]
     commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
-    tmp = dest.with_name(dest.name + ".tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp, dtype=torch.float16)
     record = {
         "name": args.name,
         "command": args.command,
@@ -68,9 +65,9 @@ def main(argv=None) -> int:
     }
     if args.test_table:
         record["test_table_md"] = args.test_table.read_text(encoding="utf-8")
-    (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
+    with atomic_directory(dest) as tmp:
+        model.save_pretrained(tmp, dtype=torch.float16)
+        (tmp / PROVENANCE_FILE).write_text(json.dumps(record, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     size = sum(f.stat().st_size for f in dest.iterdir())
     print(f"{args.name}: {size / 1e6:.1f} MB in {dest.relative_to(ROOT)} (step {chosen['step']}, "
           f"dev CER macro {record['dev_cer_macro']:.1f})")

@@ -12,7 +12,7 @@ import logging
 import re
 from collections.abc import Iterable
 
-from asr_adapt.data.types import language_of
+from asr_adapt.langtags import language_of
 
 log = logging.getLogger(__name__)
 

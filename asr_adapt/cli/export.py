@@ -58,9 +58,9 @@ def check(args: argparse.Namespace, out) -> int:
     """
     from asr_adapt.data.audio import load_audio
     from asr_adapt.data.kaldi import load_utterances
-    from asr_adapt.data.types import language_of
     from asr_adapt.export import merge_for_export
     from asr_adapt.export.parity import RUNTIMES, check_parity
+    from asr_adapt.langtags import language_of
 
     utts = [u for u in load_utterances(args.check)
             if u.lang is None or language_of(u.lang) == language_of(args.lang)][: args.check_utts]

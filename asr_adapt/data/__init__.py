@@ -2,7 +2,7 @@
 
 Modules (import what you need; the package itself imports nothing heavy):
 
-* :mod:`~asr_adapt.data.types` - the :class:`Utterance` record, ``language_of``.
+* :mod:`~asr_adapt.data.types` - the :class:`Utterance` record.
 * :mod:`~asr_adapt.data.audio` - ``load_audio`` (files and ``cmd |`` pipes -> 16 kHz mono).
 * :mod:`~asr_adapt.data.kaldi` - ``read_data_dir``, ``write_data_dir``, ``load_utterances``
   (data dir, JSONL manifest or audio folder), ``validate``, ``fix``.

@@ -36,8 +36,3 @@ class Utterance:
         return load_audio(self.audio, sample_rate, offset=self.offset, duration=seg)
 
 
-def language_of(locale: str | None) -> str | None:
-    """``"el-GR" -> "el"``; ``None`` stays ``None``."""
-    if not locale:
-        return None
-    return locale.replace("_", "-").split("-")[0].lower()

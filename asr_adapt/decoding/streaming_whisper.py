@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asr_adapt.langtags import is_no_space
 from asr_adapt.scoring.streaming import LocalAgreement
 
 SAMPLE_RATE = 16000
@@ -41,7 +42,6 @@ WINDOW_S = 30.0  # Whisper's encoder window: a buffer can never be longer
 # words inside the buffer) -> words of the whole buffer, starting with ``prefix``.
 DecodeFn = Callable[[np.ndarray, tuple[str, ...], tuple[str, ...]], list[str]]
 
-_NO_SPACE_LANGS = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
 
 
 @dataclass(frozen=True)
@@ -143,15 +143,13 @@ def _trim_point(la: LocalAgreement, seen: dict, hyp: Sequence[str]) -> float | N
 # --------------------------------------------------------------------------- Whisper
 def split_units(text: str, lang: str | None) -> list[str]:
     """Commit units of a decoded text: words, or characters for scripts without spaces."""
-    code = (lang or "").replace("_", "-").split("-")[0].lower()
-    if code in _NO_SPACE_LANGS:
+    if is_no_space(lang):
         return [c for c in text if not c.isspace()]
     return text.split()
 
 
 def join_units(units: Sequence[str], lang: str | None) -> str:
-    code = (lang or "").replace("_", "-").split("-")[0].lower()
-    return ("" if code in _NO_SPACE_LANGS else " ").join(units)
+    return ("" if is_no_space(lang) else " ").join(units)
 
 
 def whisper_decode_fn(backbone, lang: str | None, options) -> DecodeFn:

@@ -25,11 +25,11 @@ from asr_adapt import routing
 from asr_adapt.decoding.options import DecodingOptions
 from asr_adapt.decoding.repetition import compression_ratio
 from asr_adapt.decoding.whisper_search import SearchResult, run_search
+from asr_adapt.langtags import is_no_space
 from asr_adapt.models.whisper_features import SAMPLE_RATE, split_long_audio
 from asr_adapt.registry import Registry
 
 # Scripts written without spaces between words: their pieces are joined without one.
-_NO_SPACE_LANGS = frozenset({"zh", "ja", "th", "lo", "my", "km", "yue", "bo"})
 # Fewest pieces of long clips decoded together in one model pass (a batch of N clips uses max(N, this)).
 PIECES_PER_PASS = 8
 
@@ -95,7 +95,7 @@ def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None]
     for row in range(len(wavs)):
         idx = [i for i, r in enumerate(rows) if r == row]
         lang = langs[row] or options.language or piece_langs[idx[0]]
-        sep = "" if _code(lang) in _NO_SPACE_LANGS else " "
+        sep = "" if is_no_space(lang) else " "
         texts = [backbone.tokenizer.decode(results[i][0].tokens, skip_special_tokens=True).strip() for i in idx]
         text = sep.join(t for t in texts if t)
         tokens = [t for i in idx for t in results[i][0].tokens]
@@ -114,10 +114,6 @@ def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None]
             )
         )
     return hyps
-
-
-def _code(lang: str) -> str:
-    return lang.replace("_", "-").split("-")[0].lower()
 
 
 def _decode_pieces(backbone, audio, given, rows, options: DecodingOptions):

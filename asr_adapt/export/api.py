@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 from asr_adapt.export.formats import FORMATS
 from asr_adapt.export.hf import adapter_types, merge_for_export, write_provenance
+from asr_adapt.fileio import atomic_directory
 
 log = logging.getLogger(__name__)
 
@@ -47,26 +46,9 @@ def export_model(
     if out.exists() and not overwrite:
         raise FileExistsError(f"{out} exists; pass overwrite=True (CLI: --overwrite) to replace it")
     merged = merge_for_export(model, adapters, locale)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
-    try:
+    with atomic_directory(out) as tmp:
         spec.exporter(merged, tmp, q)
         write_provenance(merged, tmp, adapters, fmt, q)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model dir is shared like any other
-        _swap_into_place(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("exported %s + %s adapter %r (for %s) -> %s [%s, %s]", model, adapters, merged.adapter_key, locale, out, fmt, q)
     return out
 
-
-def _swap_into_place(tmp: Path, out: Path) -> None:
-    """Rename ``tmp`` to ``out``; an existing ``out`` is moved aside first, then deleted."""
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

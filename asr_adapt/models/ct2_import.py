@@ -17,15 +17,13 @@ import json
 import logging
 import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from asr_adapt.fileio import atomic_write_json
+from asr_adapt.fileio import atomic_directory, atomic_write_json
 from asr_adapt.models.ct2_format import CT2Model, dequantize, read_ct2
 from asr_adapt.models.ct2_tokenizer import write_tokenizer_files
 
@@ -266,9 +264,7 @@ def import_ct2(
     if tok_path is None:
         raise FileNotFoundError(f"tokenizer.json not found in {', '.join(map(str, dirs))}")
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
+    with atomic_directory(out_dir) as tmp:
         special = write_tokenizer_files(tok_path, tmp, dims.vocab_size)
         config = WhisperConfig(
             vocab_size=dims.vocab_size,
@@ -309,11 +305,6 @@ def import_ct2(
         )
         if verify:
             verify_hf_dir(tmp)
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; the cache is shared like any model dir
-        _swap_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     log.info("imported %s -> %s (%s)", ", ".join(map(str, dirs)), out_dir, dims)
     return out_dir
 
@@ -371,13 +362,3 @@ def verify_hf_dir(path: str | os.PathLike) -> None:
     if bad:
         raise RuntimeError(f"{path} does not load cleanly: {bad}")
 
-
-def _swap_into_place(tmp: Path, out_dir: Path) -> None:
-    """Rename ``tmp`` to ``out_dir``; an existing ``out_dir`` is moved aside first and then deleted."""
-    old = None
-    if out_dir.exists():
-        old = out_dir.with_name(f".{out_dir.name}.old-{os.getpid()}")
-        os.replace(out_dir, old)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from asr_adapt.data.types import language_of
+from asr_adapt.langtags import language_of
 from asr_adapt.models.base import BACKBONES, Backbone, Hypothesis, InjectionPoints
 from asr_adapt.models.whisper_compute import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE, convertible, replace_modules
 from asr_adapt.models.whisper_features import (
@@ -190,25 +190,17 @@ class WhisperBackbone(Backbone):
         model was loaded from, so the result loads anywhere the original did.
         """
         import shutil
-        import tempfile
+
+        from asr_adapt.fileio import atomic_directory
 
         self._require_float("saving")
-        out = Path(out)
-        out.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-        try:
+        with atomic_directory(out) as tmp:
             self.hf.save_pretrained(str(tmp))
             self.tokenizer.save_pretrained(str(tmp))
             src = getattr(self, "source_dir", None)
             for name in ("generation_config.json", "preprocessor_config.json"):
                 if src is not None and (Path(src) / name).is_file():
                     shutil.copy2(Path(src) / name, tmp / name)
-            if out.exists():
-                shutil.rmtree(out)
-            tmp.rename(out)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     def decoding_options(self, **overrides):
         """:class:`asr_adapt.decoding.options.DecodingOptions` with ``overrides`` applied."""

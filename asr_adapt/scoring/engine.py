@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from asr_adapt.langtags import NO_SPACE_LANGUAGES, language_of
 from asr_adapt.scoring import bootstrap as bs
 from asr_adapt.scoring.metrics import align_chars, align_words, char_text, sum_counts
 from asr_adapt.scoring.normalise import NORMALISERS, get_normaliser
@@ -36,7 +37,7 @@ from asr_adapt.scoring.report import (
 log = logging.getLogger(__name__)
 
 # Languages written without spaces between words: WER there measures the segmenter.
-DEFAULT_CER_LANGUAGES = ("zh", "ja", "th", "lo", "my", "km")
+DEFAULT_CER_LANGUAGES = tuple(sorted(NO_SPACE_LANGUAGES))
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,6 @@ class ScoreConfig:
 
 
 FAST = ScoreConfig(bootstrap=0, details=False)
-
-
-def language_of(locale: str) -> str:
-    """``"zh-Hant-TW" -> "zh"``. (Kept here so that scoring depends on no other layer.)"""
-    return locale.replace("_", "-").split("-")[0].lower()
 
 
 def _normalise_refs(refs: Mapping[str, str], norm) -> dict[str, str]:

@@ -18,7 +18,7 @@ import numpy as np
 
 from asr_adapt import routing
 from asr_adapt.adapters import adapter_locales, attached_sets, resolve_locale
-from asr_adapt.data.types import language_of
+from asr_adapt.langtags import language_of
 from asr_adapt.registry import Registry
 
 log = logging.getLogger(__name__)

@@ -12,7 +12,7 @@ import zlib
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
-from asr_adapt.data.types import language_of
+from asr_adapt.langtags import language_of
 
 
 @dataclass(frozen=True)

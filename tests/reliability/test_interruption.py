@@ -231,3 +231,26 @@ def test_kill_during_recipe_stage_then_restart_at_that_stage(tmp_path):
     assert r.returncode == 0 and r.stderr.count("skip:") == 2  # finished stages are skipped via .done
     assert (tmp_path / "ran1").read_text().count("run") == 1
     assert (tmp_path / "ran2").read_text().count("run") == 2  # the killed attempt + the restart
+
+
+def test_atomic_directory_replaces_whole_or_not_at_all(tmp_path):
+    """A failed build leaves the old directory as it was and no temporary; a finished one
+    replaces it with the permissions of an ordinary directory (not mkdtemp's 0700)."""
+    from asr_adapt.fileio import atomic_directory
+
+    out = tmp_path / "model"
+    out.mkdir()
+    (out / "weights").write_text("old")
+    with pytest.raises(RuntimeError):
+        with atomic_directory(out) as tmp:
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("killed mid-write")
+    assert (out / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    with atomic_directory(out) as tmp:
+        (tmp / "weights").write_text("new")
+    assert (out / "weights").read_text() == "new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask
