@@ -32,7 +32,7 @@ def run_recipe(tmp_path: Path, *args: str) -> str:
     return proc.stdout + proc.stderr
 
 
-def check_report(exp: Path, tail: list[str], head: list[str]) -> None:
+def check_report(exp: Path, tail: list[str], head: list[str], final: str = "lda_gen1") -> None:
     adapted = json.loads((exp / "score" / "wer-summary-adapted.json").read_text())
     zeroshot = json.loads((exp / "score" / "wer-summary-zeroshot.json").read_text())
     wer = lambda rep, loc: rep["locales"][loc]["pct"]["wer"]  # noqa: E731
@@ -48,8 +48,8 @@ def check_report(exp: Path, tail: list[str], head: list[str]) -> None:
     assert systems["zeroshot"]["trainable / locale"] == "0" and systems["zeroshot"]["training time"] == "0 s"
     assert int(systems["adapted"]["trainable / locale"].replace(",", "")) > 0
     assert systems["adapted"]["training time"] != "-"  # teacher + student wall time, from their histories
-    assert (exp / "lda_gen1" / "merged" / "provenance.json").exists()
-    assert (exp / "lda_gen1" / "merged" / "dev_wer_curves.png").exists()
+    assert (exp / final / "merged" / "provenance.json").exists()
+    assert (exp / final / "merged" / "dev_wer_curves.png").exists()
 
 
 SMALL = (
@@ -70,9 +70,22 @@ def test_small_recipe(tmp_path):
         assert "target_fraction: 0.004" in (exp / run / "config.yaml").read_text()
         assert len(list((exp / run / "checkpoints" / "dev_utts").glob("step*.json"))) == 2
     assert json.loads((exp / "lda_gen1" / "merged" / "provenance.json").read_text())["policy"] == "best-significant"
-    # Re-running a finished recipe redoes nothing; --stage 41 re-runs only scoring.
-    again = run_recipe(tmp_path, *SMALL, "--stage", "41")
-    assert "stage 41" in again and "train lda" not in again and "stage 40" not in again
+    # Re-running a finished recipe redoes nothing (every stage has its sentinel, scoring and
+    # the report included); --stage 41 --overwrite true re-runs only scoring and the report.
+    again = run_recipe(tmp_path, *SMALL)
+    assert "train lda" not in again and "stage 40" not in again and "stage 41" not in again and "stage 42" not in again
+    again = run_recipe(tmp_path, *SMALL, "--stage", "41", "--overwrite", "true")
+    assert "stage 41" in again and "stage 42" in again and "train lda" not in again and "stage 40" not in again
+
+
+def test_small_recipe_with_lora_alone(tmp_path):
+    """Any adapter type is a final system: LoRA teacher, LoRA noisy student, checkpoint-wise merge."""
+    small = [a if a != "lda" else "lora" for a in SMALL]
+    out = run_recipe(tmp_path, *small)
+    assert "stage 42" in out and "train lora_gen1 (lora)" in out
+    exp = tmp_path / "exp"
+    check_report(exp, ["el-GR"], ["en-US"], final="lora_gen1")
+    assert "lora_gen0" in (exp / "lora_gen1" / "config.yaml").read_text()  # the student starts from its teacher
 
 
 @pytest.mark.slow

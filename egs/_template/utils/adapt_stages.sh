@@ -5,7 +5,9 @@
 # The recipe sets (all required):
 #   stage stop_stage overwrite   stage gating (utils/stage_lib.sh)
 #   data exp                     data dirs ($data/{train,dev,test}) and experiment folder
-#   model adapters generations   base model, adapter types to train, noisy-student generations
+#   model adapters generations   base model, adapter types to train, noisy-student generations;
+#                                the first adapter type is the final system's: noisy-student
+#                                generations continue it (a LoRA teacher gets LoRA students)
 #   train_conf tail_list         LightningCLI args shared by every training run; locales as a YAML list
 # and optionally:
 #   student_conf                 extra LightningCLI args for noisy-student runs (e.g. fewer steps)
@@ -37,6 +39,13 @@ window=${window:-10}
 window_args=()
 if [ "$backbone" = whisper ]; then
   window_args=(--model.init_args.backbone_conf "{train_min_window_s: $window}" --model.init_args.decode "{min_window_s: $window}")
+fi
+# The adapter type of the final system (teacher and noisy students alike): the first listed.
+main=${adapters%% *}
+if [ "$main" = full ]; then
+  echo "error: --adapters starts with 'full': list an adapter type (lda, lora, s2lora) first; full" \
+       "fine-tuning can only be a system to compare against" >&2
+  exit 2
 fi
 merge_policy=${merge_policy:-best-significant}
 merge_metric=${merge_metric:-wer}   # dev error rate the merge ranks checkpoints by (cer: character models)
@@ -82,7 +91,7 @@ fi
 if should_run 20; then
   for g in $(seq 1 "$generations"); do
     prev=$((g - 1))
-    teacher="$exp/lda_gen${prev}"
+    teacher="$exp/${main}_gen${prev}"
     merge "$teacher" "$teacher/bundle"
     if need_run "$exp/pl_gen$g/.done"; then
       log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
@@ -91,14 +100,14 @@ if should_run 20; then
       touch "$exp/pl_gen$g/.done"
     fi
     # Student: labelled + pseudo-labelled data with input noise, starting from the teacher's adapters.
-    train_adapter "lda_gen$g" lda --data.train "[$data/train, $exp/pl_gen$g/data]" \
+    train_adapter "${main}_gen$g" "$main" --data.train "[$data/train, $exp/pl_gen$g/data]" \
       --model.init_args.init_adapters "$teacher/bundle" \
       --model.init_args.feature_augment "{spec_augment: true}" --data.augment "{noise_prob: 0.5}" \
       ${student_conf:-}
   done
 fi
 
-final="lda_gen$generations"
+final="${main}_gen$generations"
 # Systems decoded on test, as name=adapter-bundle (empty: the base alone). "adapted" is the
 # final system: the last noisy-student generation, merged checkpoint-wise ($merge_policy). With
 # --compare-systems true, every adapter type trained in stage 10 and the alternatives to that
@@ -118,7 +127,7 @@ if should_run 30; then
   # Checkpoint-wise merge over every generation's checkpoints: a locale whose student never
   # beat its teacher (significantly, under best-significant) keeps the teacher's adapter.
   runs=""
-  for g in $(seq 0 "$generations"); do runs+=" $exp/lda_gen$g"; done
+  for g in $(seq 0 "$generations"); do runs+=" $exp/${main}_gen$g"; done
   log "stage 30: checkpoint-wise merge of$runs"
   merge "$runs" "$exp/$final/merged"
   if [ "${compare_systems:-false}" = true ]; then
@@ -165,7 +174,7 @@ if should_run 40; then
   done
 fi
 
-if should_run 41; then
+if should_run 41 && need_run "$exp/score/.done"; then
   log "stage 41: score per locale"
   mkdir -p "$exp/score"
   for mode in $decode_modes; do
@@ -179,9 +188,10 @@ if should_run 41; then
     done
     cat "$exp/score/adapted$sfx.txt"
   done
+  touch "$exp/score/.done"
 fi
 
-if should_run 42; then
+if should_run 42 && need_run "$exp/report/.done"; then
   log "stage 42: comparison report"
   # The systems table adds what each system cost: trainable parameters per locale and the
   # training wall time of every run behind it (noisy-student teachers included).
@@ -197,4 +207,5 @@ if should_run 42; then
   asr-adapt report "$exp/score" -o "$exp/report" "${costs[@]}" --macro-over "${tail_csv%]}" > /dev/null
   log "report: $exp/report (comparison and systems tables: Markdown, CSV; PNG)"
   cat "$exp/report/comparison.md" "$exp/report/systems.md"
+  touch "$exp/report/.done"
 fi

@@ -168,7 +168,7 @@ if should_run 45; then
     out="$exp/stream_eval_$sys"
     if need_run "$out/.done"; then
       extra=""
-      [ $sys = adapted ] && extra="--adapters $exp/lda_gen$generations/merged"
+      [ $sys = adapted ] && extra="--adapters $exp/${main}_gen$generations/merged"
       log "stage 45: stream-eval ($sys) at $stream_chunks ms"
       # shellcheck disable=SC2086
       asr-adapt stream-eval "$data/test" -o "$out" --backbone transducer --model "$model" \
