@@ -32,6 +32,9 @@ def main(argv=None) -> int:
     p.add_argument("--command", required=True, help="the exact recipe command that made it")
     p.add_argument("--seed", type=int, default=0, help="data and initialisation seed")
     p.add_argument("--test-table", type=Path, help="Markdown table of test CER to record")
+    p.add_argument("--parent", type=Path,
+                   help="provenance (foundation.json) of the model this one was fine-tuned from, recorded as "
+                        "`initialised_from` (a two-stage recipe)")
     args = p.parse_args(argv)
 
     import torch
@@ -63,6 +66,8 @@ def main(argv=None) -> int:
         "dev_cer_macro": macro_cer(chosen),
         "dev_wer": {loc: m["wer"] for loc, m in chosen["locales"].items()},
     }
+    if args.parent:
+        record["initialised_from"] = json.loads(args.parent.read_text(encoding="utf-8"))
     if args.test_table:
         record["test_table_md"] = args.test_table.read_text(encoding="utf-8")
     with atomic_directory(dest) as tmp:

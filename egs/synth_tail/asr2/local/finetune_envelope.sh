@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Second stage of the shipped foundation: fine-tune a pretrained foundation on fresh speech of
+# 32 training voices per head locale with the random spectral-envelope augmentation (a voice
+# whose equaliser no training voice has, espeak-ng's m8, is the held-out voice the
+# GPU-pretrained model failed on: RESULTS.md section 3c). With --arm plain the same run without
+# the augmentation (the control).
+#
+# Usage (from egs/synth_tail/asr2):
+#   local/finetune_envelope.sh [--init exp_gpu/foundation16] [--arm envelope|plain] [--amplitude 1.5]
+# Writes exp_voices/ARM/model (the fine-tuned foundation) and exp_voices/score (test CER, both modes).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ./path.sh
+
+init=exp_gpu/foundation16   # the GPU-pretrained foundation (local/pretrain_gpu.sh)
+arm=envelope
+amplitude=1.5               # max amplitude (log-mel nats) of each cosine term
+steps=300
+lr=2e-4
+data=data_voices
+exp=exp_voices
+heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
+. utils/parse_options.sh
+head_list="[$(echo $heads | sed 's/ /,/g')]"
+
+if [ ! -f "$data/train/wav.scp" ]; then
+  # Fresh text (seed 7, not the pretraining's 0) spoken by 32 of the 112 training voices per locale.
+  asr-adapt synth "$data" --locales $heads --utts-per-locale 30 --train-utts-per-locale 1000 \
+    --train-speakers 32 --splits train --jobs 2 --seed 7
+fi
+aug=()
+[ "$arm" = envelope ] && aug=(--model.init_args.feature_augment "{spectral_envelope: $amplitude}")
+asr-adapt train fit --config ../../../recipes/common/trainer_cpu.yaml --config ../../../recipes/transducer/pretrain.yaml \
+  --model.init_args.model "$init" --model.init_args.locales "$head_list" \
+  --model.init_args.full_context_steps 0 --model.init_args.optimizer.init_args.lr "$lr" \
+  --model.init_args.lr_scheduler.init_args.warmup_steps 30 --model.init_args.lr_scheduler.init_args.total_steps "$steps" \
+  --data.train "[$data/train]" --data.dev "[data/dev]" --data.locales "$head_list" \
+  --data.max_batch_seconds 60 --data.feature_cache true --data.num_workers 0 \
+  --trainer.max_steps "$steps" --trainer.val_check_interval 150 --trainer.default_root_dir "$exp/$arm" --overwrite \
+  "${aug[@]}"
+asr-adapt init-model --backbone transducer --from-experiment "$exp/$arm" --pick last \
+  --init-dir "$init" -o "$exp/$arm/model" --overwrite
+for mode in full streaming; do
+  args="--mode full"
+  [ $mode = streaming ] && args="--mode streaming --chunk-ms 320"
+  # shellcheck disable=SC2086
+  asr-adapt decode data/test -o "$exp/$arm/test_$mode" --backbone transducer --model "$exp/$arm/model" $args --no-progress
+  asr-adapt score data/test "$exp/$arm/test_$mode" --name "$arm-$mode" -o "$exp/score" --no-plots > /dev/null
+done
