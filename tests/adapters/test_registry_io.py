@@ -68,6 +68,9 @@ def test_unknown_type_lists_known_and_config_validation():
 
 
 def test_resolve_locale_fallback_and_single_warning(caplog):
+    from asr_adapt.adapters import locales
+
+    locales._resolve.cache_clear()  # the warn-once memory is per process: start from none, whatever ran before
     assert resolve_locale("el-GR", ["el-GR", "el"]) == "el-GR"
     assert resolve_locale("el-GR", ["el"]) == "el"
     assert resolve_locale("el_gr", ["el-GR"]) == "el-GR"
