@@ -6,13 +6,13 @@
 # the augmentation (the control).
 #
 # Usage (from egs/synth_tail/asr2):
-#   local/finetune_envelope.sh [--init exp_gpu/foundation16] [--arm envelope|plain] [--amplitude 1.5]
+#   local/finetune_envelope.sh [--init exp_gpu/foundation] [--arm envelope|plain] [--amplitude 1.5]
 # Writes exp_voices/ARM/model (the fine-tuned foundation) and exp_voices/score (test CER, both modes).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
 
-init=exp_gpu/foundation16   # the GPU-pretrained foundation (local/pretrain_gpu.sh)
+init=exp_gpu/foundation     # the GPU-pretrained foundation (local/pretrain_gpu.sh, stage 6)
 arm=envelope
 amplitude=1.5               # max amplitude (log-mel nats) of each cosine term
 steps=300
