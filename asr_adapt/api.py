@@ -22,6 +22,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from asr_adapt.models.base import Hypothesis
 
 
@@ -71,35 +73,67 @@ class Recognizer:
 
     def transcribe(
         self,
-        audio: Sequence[str | os.PathLike] | str | os.PathLike,
+        audio: AudioInput | Sequence[AudioInput],
         lang: str | Sequence[str | None] | None = None,
         batch_size: int = 8,
+        sampling_rate: int | None = None,
         **options: Any,
     ) -> list[Hypothesis]:
-        """Transcribe audio files (any soundfile-readable format; resampled to 16 kHz mono).
+        """Transcribe audio files or arrays (resampled to 16 kHz mono).
 
         Args:
-            audio: one path or a list of paths.
-            lang: a locale for all files, one per file, or ``None`` (language identification
-                where the backbone supports it). Each file goes through its locale's adapter.
+            audio: one item or a list; an item is a path (any soundfile-readable format), a
+                numpy array of samples ((N,) or (N, channels)) at ``sampling_rate``, or a dict
+                ``{"array": ..., "sampling_rate": ...}`` (what Hugging Face ``datasets``
+                yields, and the transformers ASR pipeline takes).
+            lang: a locale for all items, one per item, or ``None`` (language identification
+                where the backbone supports it). Each item goes through its locale's adapter.
+            sampling_rate: sample rate of bare arrays (required for them: a wrong rate would
+                silently decode garbage).
             options: decoding options of the backbone family (e.g. ``beam_size=4``); by default
                 the settings recorded with the loaded adapters (their training window) apply.
         """
         from asr_adapt import routing
-        from asr_adapt.data.audio import load_audio
 
-        paths = [audio] if isinstance(audio, str | os.PathLike) else list(audio)
-        langs = list(lang) if isinstance(lang, list | tuple) else [lang] * len(paths)
-        if len(langs) != len(paths):
-            raise ValueError(f"{len(paths)} files but {len(langs)} locales")
+        items = [audio] if _is_single(audio) else list(audio)
+        langs = list(lang) if isinstance(lang, list | tuple) else [lang] * len(items)
+        if len(langs) != len(items):
+            raise ValueError(f"{len(items)} audio items but {len(langs)} locales")
         opts = self.backbone.decoding_options(**{**self.hints, **options})
         out: list[Hypothesis] = []
-        for i in range(0, len(paths), batch_size):
-            wavs = [load_audio(p) for p in paths[i : i + batch_size]]
+        for i in range(0, len(items), batch_size):
+            wavs = [_waveform(a, sampling_rate, i + k) for k, a in enumerate(items[i : i + batch_size])]
             rows = langs[i : i + batch_size]
             with routing.use(rows):
                 out.extend(self.backbone.transcribe_batch(wavs, rows, opts))
         return out
+
+
+#: one audio item for :meth:`Recognizer.transcribe`
+AudioInput = str | os.PathLike | np.ndarray | Mapping[str, Any]
+
+
+def _is_single(audio: Any) -> bool:
+    return isinstance(audio, str | os.PathLike | np.ndarray | Mapping)
+
+
+def _waveform(item: AudioInput, sampling_rate: int | None, index: int) -> np.ndarray:
+    """One item -> (N,) float32 mono at 16 kHz (:class:`~asr_adapt.data.audio.AudioError` naming the item)."""
+    from asr_adapt.data.audio import AudioError, load_audio, to_model_rate
+
+    if isinstance(item, str | os.PathLike):
+        return load_audio(item)
+    name = f"audio item {index}"
+    if isinstance(item, Mapping):
+        if "array" not in item or "sampling_rate" not in item:
+            raise AudioError(name, f"a dict item needs 'array' and 'sampling_rate' keys, got {sorted(item)}")
+        return to_model_rate(item["array"], int(item["sampling_rate"]), str(item.get("path") or name))
+    if isinstance(item, np.ndarray):
+        if sampling_rate is None:
+            raise AudioError(name, "a bare array needs its rate: pass sampling_rate=... (or a dict with "
+                                   "'array' and 'sampling_rate')")
+        return to_model_rate(item, int(sampling_rate), name)
+    raise AudioError(name, f"unsupported audio item of type {type(item).__name__}: pass a path, an array or a dict")
 
 
 def load_model(model: str = "whisper-base", family: str = "whisper", adapters: str | os.PathLike | None = None,

@@ -95,19 +95,37 @@ def load_audio(
         raise
     except Exception as e:  # libsndfile's messages are terse; keep them but say what we tried
         data, sr = _fallback_decode(spec, source, e, offset, duration)
+    if data.shape[0] == 0 and offset:
+        raise AudioError(spec, f"zero-length audio (no samples) at offset {offset}s")
+    return to_model_rate(data, sr, spec, sample_rate)
+
+
+def to_model_rate(data: np.ndarray, sr: int, name: str, sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """(N,) or (N, C) samples at ``sr`` Hz -> (N',) float32 mono at ``sample_rate``.
+
+    What :func:`load_audio` does after reading, for audio that is already in memory (the
+    Python API's arrays). ``name`` identifies the audio in errors and logs.
+    """
+    data = np.asarray(data, dtype=np.float32)
+    if data.ndim == 1:
+        data = data[:, None]
+    if data.ndim != 2:
+        raise AudioError(name, f"expected (samples,) or (samples, channels) audio, got shape {data.shape}")
+    if not isinstance(sr, int | np.integer) or sr <= 0:
+        raise AudioError(name, f"invalid sample rate {sr!r}")
     if data.shape[0] == 0:
-        raise AudioError(spec, "zero-length audio (no samples)" + (f" at offset {offset}s" if offset else ""))
+        raise AudioError(name, "zero-length audio (no samples)")
     if not np.all(np.isfinite(data)):
-        raise AudioError(spec, "audio contains NaN or infinite samples")
+        raise AudioError(name, "audio contains NaN or infinite samples")
     if data.shape[1] > 1:
-        _log_once(f"mono{data.shape[1]}", f"downmixing {data.shape[1]}-channel audio to mono (first: {spec})")
+        _log_once(f"mono{data.shape[1]}", f"downmixing {data.shape[1]}-channel audio to mono (first: {name})")
         data = data.mean(axis=1, keepdims=True)
     wav = np.ascontiguousarray(data[:, 0])
     if sr != sample_rate:
-        _log_once(f"sr{sr}", f"resampling {sr} Hz audio to {sample_rate} Hz (first: {spec})")
+        _log_once(f"sr{sr}", f"resampling {sr} Hz audio to {sample_rate} Hz (first: {name})")
         import librosa
 
-        wav = librosa.resample(wav, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
+        wav = librosa.resample(wav, orig_sr=int(sr), target_sr=sample_rate, res_type="soxr_hq").astype(np.float32)
     return wav
 
 
