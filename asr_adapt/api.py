@@ -144,9 +144,10 @@ def load_model(model: str = "whisper-base", family: str = "whisper", adapters: s
     ``"int8_decoder"`` only the decoder's (the encoder stays float32: no encoder quantisation
     error); applied after the adapters are loaded.
     """
-    from asr_adapt.training.module import load_backbone
+    from asr_adapt.loading import load_model as load_backbone
 
-    rec = Recognizer(load_backbone(family, model, **backbone_kwargs).eval(), family)
+    # Adapters are loaded by the Recognizer, which also keeps the bundle's decoding hints.
+    rec = Recognizer(load_backbone(family, model, **backbone_kwargs), family)
     if adapters:
         rec.load_adapters(adapters)
     rec.set_compute_type(compute_type)

@@ -65,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from asr_adapt.decoding.runner import decode_utterances
     from asr_adapt.decoding.writers import parse_formats
     from asr_adapt.fileio import LockError
-    from asr_adapt.models.base import backbone_class
+    from asr_adapt.loading import load_model
     from asr_adapt.models.whisper_compute import COMPUTE_TYPES
 
     try:
@@ -79,9 +79,7 @@ def run(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     utterances = _read_input(args.input, None if args.lang == "auto" else args.lang)
-    backbone = backbone_class(args.backbone).from_pretrained(args.model, device=args.device)
-    if args.adapters:
-        _load_adapters(backbone, args.adapters)
+    backbone = load_model(args.backbone, args.model, args.adapters, device=args.device)
     _set_compute_type(backbone, args)  # after the adapters: converting replaces the linear modules they check
     overrides = _family_overrides(backbone, args)
     options = backbone.decoding_options(**overrides)
@@ -162,12 +160,3 @@ def _read_input(path: str, lang: str | None):
     if not utts:
         raise SystemExit(f"error: no utterances found in {path}")
     return utts
-
-
-def _load_adapters(backbone, path: str) -> None:
-    try:
-        from asr_adapt.adapters import load_adapters, model_fingerprint
-    except ImportError as e:
-        raise SystemExit(f"error: --adapters needs the asr_adapt.adapters package, which failed to import: {e}") from None
-    locales = load_adapters(backbone, path, model_fingerprint(backbone))
-    log.info("loaded adapters for %s from %s", ", ".join(locales), path)

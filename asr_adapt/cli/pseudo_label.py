@@ -39,9 +39,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from asr_adapt.fileio import dir_lock
+    from asr_adapt.loading import load_model
     from asr_adapt.training.pl_filters import FilterConfig
     from asr_adapt.training.pseudo_label import pseudo_label
-    from asr_adapt.training.teacher import load_teacher
 
     filters = FilterConfig(
         min_confidence=args.min_confidence, keep_top_percent=args.keep_top_percent, min_cps=args.min_cps,
@@ -52,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    backbone = load_teacher(args.backbone, args.model, args.adapters)
+    backbone = load_model(args.backbone, args.model, args.adapters)
     overrides = {"beam_size": args.beam_size}
     if args.adapters:  # the teacher decodes at the window its adapters were trained at
         from asr_adapt.adapters import decode_hints

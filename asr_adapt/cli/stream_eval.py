@@ -92,10 +92,10 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"no utterances in {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from asr_adapt.training.teacher import load_teacher
+    from asr_adapt.loading import load_model
 
     try:
-        backbone = load_teacher(args.backbone, args.model, args.adapters)
+        backbone = load_model(args.backbone, args.model, args.adapters)
     except (FileNotFoundError, ValueError, OSError) as e:
         return _fail(f"cannot load {args.backbone} model {args.model!r}: {e}")
     try:

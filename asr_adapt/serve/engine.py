@@ -83,11 +83,11 @@ class ASREngine:
     def from_config(cls, config) -> ASREngine:
         import torch
 
-        from asr_adapt.training.teacher import load_teacher
+        from asr_adapt.loading import load_model
 
         if config.threads:
             torch.set_num_threads(config.threads)
-        backbone = load_teacher(config.family, config.model, config.adapters)
+        backbone = load_model(config.family, config.model, config.adapters)
         options = backbone.decoding_options(beam_size=config.beam_size, context=config.context)
         return cls(backbone, options, config.language_locales)
 

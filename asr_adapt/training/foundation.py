@@ -134,7 +134,7 @@ def export_checkpoint(ckpt_path: str | Path, init_dir: str | Path, out: str | Pa
     Every parameter of the model must be in the checkpoint, and nothing else: a mismatch
     means the checkpoint belongs to another architecture or tokenizer.
     """
-    from asr_adapt.training.module import load_backbone
+    from asr_adapt.loading import load_model as load_backbone
 
     state, meta = checkpoint_state(ckpt_path)
     model = load_backbone(family, str(init_dir))

@@ -30,7 +30,7 @@ from asr_adapt.adapters import (
     model_fingerprint,
     regularization_loss,
 )
-from asr_adapt.models.base import Backbone, backbone_class
+from asr_adapt.models.base import Backbone
 from asr_adapt.registry import Registry
 from asr_adapt.training.augment import AugmentConfig, spec_augment, spectral_envelope
 from asr_adapt.training.metrics import LocaleAccumulator
@@ -45,11 +45,13 @@ def _default_optimizer(params):
 
 
 def load_backbone(family: str, model: str, **kwargs: Any) -> Backbone:
-    """Import the backbone family's module (it registers itself) and load ``model``.
+    """The backbone to train (:func:`asr_adapt.loading.load_model`, no adapters yet).
 
     ``kwargs`` go to the family's ``from_pretrained`` (e.g. Whisper's ``train_min_window_s``).
     """
-    return backbone_class(family).from_pretrained(model, **kwargs)
+    from asr_adapt.loading import load_model
+
+    return load_model(family, model, **kwargs)
 
 
 class AdaptationModule(L.LightningModule):

@@ -24,11 +24,11 @@ def serve_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def engine(serve_bundle):
+    from asr_adapt.loading import load_model
     from asr_adapt.serve import ASREngine
-    from asr_adapt.training.teacher import load_teacher
 
     base, bundle = serve_bundle
-    bb = load_teacher("whisper", str(base), str(bundle))
+    bb = load_model("whisper", str(base), str(bundle))
     # Few tokens: random weights never say end-of-text on their own.
     return ASREngine(bb, bb.decoding_options(max_new_tokens=8))
 

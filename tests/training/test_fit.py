@@ -77,8 +77,8 @@ def test_fit_resume_merge(setup, capsys):
 
     # Checkpoint-wise merge picks each locale's best step and writes a loadable bundle.
     from asr_adapt.adapters import adapter_locales
+    from asr_adapt.loading import load_model
     from asr_adapt.training.bundle import merge_experiment
-    from asr_adapt.training.teacher import load_teacher
 
     choices = merge_experiment(exp, root / "bundle", policy="best")
     for loc, ch in choices.items():
@@ -90,7 +90,7 @@ def test_fit_resume_merge(setup, capsys):
     from asr_adapt.adapters import decode_hints
 
     assert decode_hints(root / "bundle") == {"min_window_s": 10.0}  # the window it was trained at
-    teacher = load_teacher("whisper", str(root / "tiny"), str(root / "bundle"))
+    teacher = load_model("whisper", str(root / "tiny"), str(root / "bundle"))
     assert set(adapter_locales(teacher)) == {"el-GR", "uk-UA"}
     _check_system_cost(root, exp, hist)
     _check_merge_cli(root, exp, hist, capsys)

@@ -41,13 +41,13 @@ def test_keep_top_percent_per_locale():
 
 
 def test_pseudo_label_job_writes_data_and_resumes(tmp_path):
+    from asr_adapt.loading import load_model
     from asr_adapt.training.pseudo_label import pseudo_label
-    from asr_adapt.training.teacher import load_teacher
 
     model = tiny_whisper_dir(tmp_path / "tiny")
     src = make_data(tmp_path / "unlab", per_locale=3, text=False)
     (src / "wav" / "el-GR-s0-u000.wav").write_bytes(b"not audio")  # a corrupt file is recorded, not fatal
-    teacher = load_teacher("whisper", str(model))
+    teacher = load_model("whisper", str(model))
     opts = teacher.decoding_options(max_new_tokens=6)
     # Keep everything the random teacher says, so the data dir is non-empty.
     keep_all = FilterConfig(min_cps=0.0, max_cps=1e9, max_compression_ratio=1e9, require_lang_match=False)

@@ -36,10 +36,10 @@ def main(argv: list[str] | None = None) -> int:
     from asr_adapt import routing
     from asr_adapt.data.kaldi import load_utterances
     from asr_adapt.decoding.transducer_search import chunk_frames
-    from asr_adapt.training.teacher import load_teacher
+    from asr_adapt.loading import load_model
 
     torch.set_num_threads(1)
-    model = load_teacher("transducer", args.model, args.adapters)
+    model = load_model("transducer", args.model, args.adapters)
     chunk = chunk_frames(args.chunk_ms, model.config.frame_ms)
     utts = [u for u in load_utterances(args.data) if u.text and (not args.locales or u.lang in args.locales)]
     if not utts:
