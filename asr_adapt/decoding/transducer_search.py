@@ -180,39 +180,43 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     sequences are merged (log-sum-exp of their scores). With ``beam_size=1`` this is
     greedy search with ``max_symbols_per_frame=1``.
     """
-    c, blank = model.predictor.context_size, model.predictor.blank_id
-    # Output-side adapters route by row; here the rows of one joiner call are one utterance's
-    # hypotheses, so each call is routed to that utterance's locale (None: no routing active).
+    blank = model.predictor.blank_id
     routed = routing.current()
     out = []
     for b in range(enc_p.shape[0]):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
         n = int(lengths[b])
         for t in range(n):
-            keys = list(hyps)
-            ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=enc_p.device)
-            with routing.use([routed[b]] * len(keys)) if routed is not None else contextlib.nullcontext():
-                logp = model.joiner(enc_p[b, t][None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
-            scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
-            vocab = scores.shape[1]
-            top = scores.flatten().topk(min(options.beam_size, scores.numel()))
             new: dict[tuple[int, ...], _Beam] = {}
-            for s, idx in zip(top.values.tolist(), top.indices.tolist()):
-                h, v = divmod(idx, vocab)
-                key, base = keys[h], hyps[keys[h]]
+            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, routed, b, options.beam_size):
                 if v != blank:
-                    key, times = key + (v,), base.times + [round(t * model.config.frame_s, 3)]
+                    _merge(new, key + (v,), score, hyps[key].times + [round(t * model.config.frame_s, 3)])
                 else:
-                    times = base.times
-                if key in new:
-                    a, bb = new[key].score, s
-                    new[key].score = max(a, bb) + math.log1p(math.exp(-abs(a - bb)))
-                else:
-                    new[key] = _Beam(s, times)
+                    _merge(new, key, score, hyps[key].times)
             hyps = new
         key, best = max(hyps.items(), key=lambda kv: kv[1].score)
         out.append(SearchResult(list(key), best.times, best.score, n))
     return out
+
+
+def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Beam], routed, b: int,
+                    beam_size: int) -> list[tuple[float, tuple[int, ...], int]]:
+    """The best ``beam_size`` one-token extensions ``(score, hypothesis, token)`` of ``hyps`` at
+    one projected encoder frame (J,), best first (token = blank: the hypothesis waits).
+
+    Output-side adapters route by row; the rows of this joiner call are utterance ``b``'s
+    hypotheses, so the call is routed to that utterance's locale (``routed``: the active
+    routing, ``None`` when there is none).
+    """
+    c, blank = model.predictor.context_size, model.predictor.blank_id
+    keys = list(hyps)
+    ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=frame.device)
+    with routing.use([routed[b]] * len(keys)) if routed is not None else contextlib.nullcontext():
+        logp = model.joiner(frame[None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
+    scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
+    vocab = scores.shape[1]
+    top = scores.flatten().topk(min(beam_size, scores.numel()))
+    return [(score, keys[idx // vocab], idx % vocab) for score, idx in zip(top.values.tolist(), top.indices.tolist())]
 
 
 def _merge(into: dict[tuple[int, ...], _Beam], key: tuple[int, ...], score: float, times: list[float]) -> None:
@@ -242,8 +246,8 @@ def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     search) is too few at 80 ms frames and characters, where ~1.1 characters fall in a frame
     on average. With ``beam_size=1`` this is greedy search with the same symbol cap.
     """
-    c, blank, cap = model.predictor.context_size, model.predictor.blank_id, options.max_symbols_per_frame
-    routed = routing.current()  # output-side adapters: each call holds one utterance's hypotheses
+    blank, cap = model.predictor.blank_id, options.max_symbols_per_frame
+    routed = routing.current()
     out = []
     for b in range(enc_p.shape[0]):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
@@ -251,23 +255,14 @@ def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
         for t in range(n):
             expanding, finished = hyps, {}
             for sym in range(cap):
-                keys = list(expanding)
-                ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=enc_p.device)
-                with routing.use([routed[b]] * len(keys)) if routed is not None else contextlib.nullcontext():
-                    logp = model.joiner(enc_p[b, t][None], _decoder_proj(model, ctx)).float().log_softmax(-1)
-                scores = torch.tensor([expanding[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
-                vocab = scores.shape[1]
-                top = scores.flatten().topk(min(options.beam_size, scores.numel()))
                 nxt: dict[tuple[int, ...], _Beam] = {}
-                for score, idx in zip(top.values.tolist(), top.indices.tolist()):
-                    h, v = divmod(idx, vocab)
-                    key, base = keys[h], expanding[keys[h]]
+                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, routed, b, options.beam_size):
                     if v == blank:
-                        _merge(finished, key, score, base.times)
+                        _merge(finished, key, score, expanding[key].times)
                     else:
                         # At the symbol cap the path moves on to the next frame, as greedy does.
                         target = nxt if sym + 1 < cap else finished
-                        _merge(target, key + (v,), score, base.times + [round(t * model.config.frame_s, 3)])
+                        _merge(target, key + (v,), score, expanding[key].times + [round(t * model.config.frame_s, 3)])
                 finished = _top(finished, options.beam_size)
                 floor = (min(x.score for x in finished.values()) if len(finished) >= options.beam_size
                          else -math.inf)
