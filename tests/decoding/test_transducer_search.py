@@ -99,15 +99,21 @@ def test_streaming_emissions_depend_only_on_audio_heard_so_far(trained):
     assert all(round(t / 0.04, 6).is_integer() for t in a.times)  # frame starts, 40 ms apart
 
 
-def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
-    model, wavs = trained
+def _second_pass(model, wavs) -> tuple[torch.Tensor, torch.Tensor]:
+    """Projected second-pass encoder output (B, T, J) under 320 ms first-pass chunks, and lengths."""
     feats, lens = model.features(wavs)
     with torch.no_grad():
         out = model.encode(feats, lens, 8)
-        enc_p = model.joiner.project_encoder(out.second, "second_pass")
+        return model.joiner.project_encoder(out.second, "second_pass"), out.lengths
+
+
+def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
+    model, wavs = trained
+    enc_p, lengths = _second_pass(model, wavs)
+    with torch.no_grad():
         opts = TransducerDecodingOptions(method="modified_beam", beam_size=1, max_symbols_per_frame=1)
-        beam = modified_beam_search(model, enc_p, out.lengths, opts)
-        greedy = greedy_search(model, enc_p, out.lengths, opts)
+        beam = modified_beam_search(model, enc_p, lengths, opts)
+        greedy = greedy_search(model, enc_p, lengths, opts)
     for b, g in zip(beam, greedy):
         assert b.tokens == g.tokens and b.times == g.times and b.decisions == g.decisions
         assert abs(b.logprob - g.logprob) < 1e-4
@@ -115,13 +121,11 @@ def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
 
 def test_beam_with_beam_1_is_greedy_with_the_same_symbol_cap(trained):
     model, wavs = trained
-    feats, lens = model.features(wavs)
+    enc_p, lengths = _second_pass(model, wavs)
     with torch.no_grad():
-        out = model.encode(feats, lens, 8)
-        enc_p = model.joiner.project_encoder(out.second, "second_pass")
         opts = TransducerDecodingOptions(method="beam", beam_size=1, max_symbols_per_frame=3)
-        beam = beam_search(model, enc_p, out.lengths, opts)
-        greedy = greedy_search(model, enc_p, out.lengths, opts)
+        beam = beam_search(model, enc_p, lengths, opts)
+        greedy = greedy_search(model, enc_p, lengths, opts)
     for b, g in zip(beam, greedy):
         assert b.tokens == g.tokens and b.times == g.times
         assert abs(b.logprob - g.logprob) < 1e-4
@@ -165,13 +169,11 @@ def test_beam_emits_several_symbols_in_one_frame_where_modified_beam_cannot():
 
 def test_wider_beam_never_scores_below_beam_1(trained):
     model, wavs = trained
-    feats, lens = model.features(wavs)
+    enc_p, lengths = _second_pass(model, wavs)
     with torch.no_grad():
-        out = model.encode(feats, lens, 8)
-        enc_p = model.joiner.project_encoder(out.second, "second_pass")
         for search in (modified_beam_search, beam_search):
-            one = search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=1))
-            four = search(model, enc_p, out.lengths, TransducerDecodingOptions(beam_size=4))
+            one = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=1))
+            four = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=4))
             assert all(f.logprob >= o.logprob - 1e-6 for f, o in zip(four, one))
 
 

@@ -55,3 +55,19 @@ def make_data(root: Path, locales=("el-GR", "uk-UA"), per_locale: int = 4, seed:
             utts.append(Utterance(uid, str(p), " ".join(words) if text else None, loc, spk, round(dur, 3)))
     write_data_dir(root, utts)
     return root
+
+
+def tiny_foundation(root: Path, locales=("en-US", "el-GR")) -> tuple[Path, Path, Path]:
+    """(train, dev, init_dir): tone-clip data dirs and a `tiny` transducer foundation initialised
+    on them (character tokenizer from the train text, CMVN from the first locale's audio)."""
+    from asr_adapt.data.kaldi import load_utterances
+    from asr_adapt.models.transducer import train_tokenizer
+    from asr_adapt.training import foundation as fd
+
+    train = make_data(root / "train", locales=locales, per_locale=4)
+    dev = make_data(root / "dev", locales=locales, per_locale=2, seed=1)
+    tok = train_tokenizer("char", [u.text for u in load_utterances(train)])
+    tok.save(root / "tok")
+    init_dir = root / "init"
+    fd.init_foundation(init_dir, root / "tok", train, fd.FoundationInitConfig(preset="tiny", cmvn_locales=(locales[0],)))
+    return train, dev, init_dir

@@ -11,14 +11,13 @@ import torch
 import yaml
 
 from asr_adapt.data.kaldi import load_utterances
-from asr_adapt.models.transducer import TransducerBackbone, train_tokenizer
-from asr_adapt.training import foundation as fd
+from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.training.cli import run_train
 from asr_adapt.training.datamodule import ASRDataModule
 from asr_adapt.training.feature_bank import FeatureBank
 from asr_adapt.training.pacing import TimeBudget
 from asr_adapt.training.schedulers import WarmupCosine
-from tests.training.helpers import make_data
+from tests.training.helpers import tiny_foundation
 
 LOCALES = ["en-US", "el-GR"]
 
@@ -27,12 +26,7 @@ LOCALES = ["en-US", "el-GR"]
 def corpus(tmp_path_factory):
     """(root, train, dev, init_dir): a tiny initialised foundation and its data."""
     root = tmp_path_factory.mktemp("fcache")
-    train = make_data(root / "train", locales=LOCALES, per_locale=4)
-    dev = make_data(root / "dev", locales=LOCALES, per_locale=2, seed=1)
-    tok = train_tokenizer("char", [u.text for u in load_utterances(train)])
-    tok.save(root / "tok")
-    init_dir = root / "init"
-    fd.init_foundation(init_dir, root / "tok", train, fd.FoundationInitConfig(preset="tiny", cmvn_locales=("en-US",)))
+    train, dev, init_dir = tiny_foundation(root, LOCALES)
     return root, train, dev, init_dir
 
 

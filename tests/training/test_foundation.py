@@ -12,10 +12,10 @@ import yaml
 
 from asr_adapt.cli.main import main as cli_main
 from asr_adapt.data.kaldi import load_utterances
-from asr_adapt.models.transducer import TransducerBackbone, train_tokenizer
+from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.training import foundation as fd
 from asr_adapt.training.cli import run_train
-from tests.training.helpers import make_data
+from tests.training.helpers import tiny_foundation
 
 LOCALES = ["en-US", "el-GR"]
 
@@ -24,12 +24,7 @@ LOCALES = ["en-US", "el-GR"]
 def pretrained(tmp_path_factory):
     """(root, init_dir, exp): a tiny foundation initialised and trained for 2 steps."""
     root = tmp_path_factory.mktemp("foundation")
-    train = make_data(root / "train", locales=LOCALES, per_locale=4)
-    dev = make_data(root / "dev", locales=LOCALES, per_locale=2, seed=1)
-    tok = train_tokenizer("char", [u.text for u in load_utterances(train)])
-    tok.save(root / "tok")
-    init_dir = root / "init"
-    fd.init_foundation(init_dir, root / "tok", train, fd.FoundationInitConfig(preset="tiny", cmvn_locales=("en-US",)))
+    train, dev, init_dir = tiny_foundation(root, LOCALES)
     cfg = {
         "seed_everything": 0,
         "trainer": {"accelerator": "cpu", "devices": 1, "max_steps": 2, "val_check_interval": 2,
