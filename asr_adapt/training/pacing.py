@@ -53,13 +53,12 @@ class _StepClock:
         self._t = time.monotonic()  # the next step's time starts after validation
 
 
-class Throughput(Callback):
-    """Logs ``train/steps_per_s`` (and ``train/gpu_util`` %, ``train/gpu_mem_gb`` on CUDA) every ``every`` steps."""
+class _Clocked(Callback):
+    """A callback that times training steps and validations (:class:`_StepClock`) and then
+    runs :meth:`after_step` / :meth:`after_validation`."""
 
-    def __init__(self, every: int = 50) -> None:
-        self.every = max(1, every)
+    def __init__(self) -> None:
         self.clock = _StepClock()
-        self._mark = (0, 0.0)
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self.clock.start()
@@ -67,11 +66,31 @@ class Throughput(Callback):
     def on_validation_start(self, trainer, pl_module) -> None:
         self.clock.start_val()
 
-    def on_validation_end(self, trainer, pl_module) -> None:
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
         self.clock.stop_val()
+        if not trainer.sanity_checking:
+            self.after_validation(trainer)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
         self.clock.stop_step()
+        self.after_step(trainer, pl_module)
+
+    def after_step(self, trainer: L.Trainer, pl_module) -> None:
+        pass
+
+    def after_validation(self, trainer: L.Trainer) -> None:
+        pass
+
+
+class Throughput(_Clocked):
+    """Logs ``train/steps_per_s`` (and ``train/gpu_util`` %, ``train/gpu_mem_gb`` on CUDA) every ``every`` steps."""
+
+    def __init__(self, every: int = 50) -> None:
+        super().__init__()
+        self.every = max(1, every)
+        self._mark = (0, 0.0)
+
+    def after_step(self, trainer: L.Trainer, pl_module) -> None:
         steps, secs = self.clock.steps - self._mark[0], self.clock.train_s - self._mark[1]
         if steps < self.every or secs <= 0:
             return
@@ -89,7 +108,7 @@ class Throughput(Callback):
             log.info("step %d: %s", trainer.global_step, "  ".join(f"{k.split('/')[1]} {v:.2f}" for k, v in metrics.items()))
 
 
-class TimeBudget(Callback):
+class TimeBudget(_Clocked):
     """Fit ``max_steps`` and the scheduler's ``total_steps`` to ``seconds`` of wall time.
 
     Args:
@@ -102,11 +121,11 @@ class TimeBudget(Callback):
     def __init__(self, seconds: float, calibrate_steps: int = 60, skip_steps: int = 10, reserve_s: float = 0.0) -> None:
         if seconds <= 0:
             raise ValueError("the time budget must be positive")
+        super().__init__()
         self.seconds = seconds
         self.calibrate_steps = max(calibrate_steps, skip_steps + 1)
         self.skip_steps = skip_steps
         self.reserve_s = reserve_s
-        self.clock = _StepClock()
         self._t0 = 0.0
         self._skip_s = 0.0
         self.planned: int | None = None
@@ -114,19 +133,11 @@ class TimeBudget(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self._t0 = time.monotonic()
 
-    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.clock.start()
-
-    def on_validation_start(self, trainer, pl_module) -> None:
-        self.clock.start_val()
-
-    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
-        self.clock.stop_val()
-        if self.planned is not None and not trainer.sanity_checking:
+    def after_validation(self, trainer: L.Trainer) -> None:
+        if self.planned is not None:
             self._plan(trainer)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        self.clock.stop_step()
+    def after_step(self, trainer: L.Trainer, pl_module) -> None:
         if self.clock.steps == self.skip_steps:
             self._skip_s = self.clock.train_s
         if self.planned is None and self.clock.steps >= self.calibrate_steps:
