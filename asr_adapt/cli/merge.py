@@ -1,4 +1,5 @@
-"""``asr-adapt merge EXP -o BUNDLE``: checkpoint-wise per-locale adapter merging."""
+"""``asr-adapt merge EXP -o BUNDLE``: checkpoint-wise per-locale adapter merging, each locale
+gated against the base model on its dev set (:mod:`asr_adapt.training.gate`)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="assemble a per-locale adapter bundle from a training run's checkpoints",
         description="Choose, per locale, the checkpoint with that locale's best dev WER "
         "(checkpoint-wise merging) and write one adapter bundle with the provenance "
-        "(locale -> step, dev WER) and a plot of the per-locale dev-WER curves.",
+        "(locale -> step, dev WER) and a plot of the per-locale dev-WER curves. Never worse than the "
+        "base: a locale keeps its adapter only if it beats the base model on that locale's dev set "
+        "(paired bootstrap, --gate-p); otherwise the locale is left out and its rows decode with the "
+        "base. merge_report.md and provenance.json say which locales were gated and why.",
     )
     p.add_argument("exp", nargs="+", help="training experiment directories (config.yaml, checkpoints/history.jsonl); "
                    "several runs with the same adapter layout (noisy-student generations) are pooled")
@@ -28,15 +32,29 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--metric", choices=("wer", "cer"), default="wer",
                    help="dev error rate that ranks checkpoints (default wer; cer for character-level "
                         "models whose words are mostly wrong early in training, e.g. the transducer recipes)")
+    p.add_argument("--base-dev", default=None,
+                   help="decode dir of the base model on the dev set the training validated on (hyp.jsonl with "
+                   "references, e.g. `asr-adapt decode DEV_DATA_DIR -o DIR --model BASE`); dev utterances it lacks "
+                   "are decoded into it with the experiment's base model, so several merges can share one "
+                   "(default: OUT/base_dev, decoded by this merge)")
+    p.add_argument("--gate-p", type=float, default=0.95,
+                   help="paired-bootstrap P(adapter better than base on the locale's dev set) a locale's adapter "
+                   "needs to go into the bundle (default 0.95)")
+    p.add_argument("--no-gate", action="store_true",
+                   help="keep every locale's adapter, whether or not it beats the base (no base dev decode)")
+    p.add_argument("--device", default="cpu", help="torch device for decoding the dev set with the base (gate)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing bundle")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    import json
     from pathlib import Path
 
+    from asr_adapt.fileio import atomic_directory, atomic_write
     from asr_adapt.training.bundle import merge_experiment
     from asr_adapt.training.ckpt_merge import POLICIES
+    from asr_adapt.training.gate import GateOptions, apply_gate, gate_bundle, gate_record, report_markdown
 
     if args.policy not in POLICIES:
         raise SystemExit(f"error: unknown policy {args.policy!r}; choose from {', '.join(POLICIES.names())}")
@@ -45,10 +63,21 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {out} exists; pass --overwrite to replace it")
     if not 0.0 < args.min_prob <= 1.0:
         raise SystemExit(f"error: --min-prob must be in (0, 1], got {args.min_prob}")
-    choices = merge_experiment(args.exp, out, args.policy, args.k, args.min_prob, args.metric)
-    print(f"{'locale':<10} {'steps':<20} {'dev ' + args.metric.upper():>8}  P(own best > best macro)")
-    for c in sorted(choices.values(), key=lambda c: c.locale):
-        p = "" if c.p_improve is None else f"{c.p_improve:.3f}"
-        print(f"{c.locale:<10} {','.join(map(str, c.steps)):<20} {c.dev_wer:>8.2f}  {p}")
-    print(f"bundle: {out}  (provenance.json, dev_wer_curves.png)")
+    if not 0.0 < args.gate_p <= 1.0:
+        raise SystemExit(f"error: --gate-p must be in (0, 1], got {args.gate_p}")
+    # Built aside and swapped in whole: a replaced bundle keeps no locale the gate now leaves out.
+    with atomic_directory(out) as tmp:
+        choices = merge_experiment(args.exp, tmp, args.policy, args.k, args.min_prob, args.metric)
+        if args.no_gate:
+            apply_gate(tmp, gate_record({}, None))
+        else:
+            try:
+                gate_bundle(tmp, args.exp, choices, GateOptions(min_prob=args.gate_p, metric=args.metric),
+                            args.base_dev, args.device)
+            except ValueError as e:  # dev sets that do not pair up, a policy with nothing to gate by
+                raise SystemExit(f"error: {e}") from None
+        report = report_markdown(json.loads((tmp / "provenance.json").read_text(encoding="utf-8")))
+        atomic_write(tmp / "merge_report.md", report)
+    print(report)
+    print(f"bundle: {out}  (merge_report.md, provenance.json, dev_wer_curves.png)")
     return 0

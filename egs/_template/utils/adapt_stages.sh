@@ -18,6 +18,10 @@
 #                                best-significant: the best single checkpoint unless a locale's own
 #                                peak is significantly better on its dev set)
 #   merge_metric                 dev error rate that ranks checkpoints: wer (default) or cer
+#   merge_gate                   true (default): every decoded bundle keeps a locale's adapter only if
+#                                it beats the base model on that locale's dev set (`asr-adapt merge`'s
+#                                gate; the base's dev decode, $exp/decode_zeroshot_dev, is made by the
+#                                first merge that needs it and shared); false: --no-gate
 #   lda_budget                   LDA parameters per locale as a fraction of the base (default: the
 #                                LDA recipe's, 0.4 %)
 #   backbone                     backbone family (default whisper; transducer for the streaming
@@ -49,6 +53,7 @@ if [ "$main" = full ]; then
 fi
 merge_policy=${merge_policy:-best-significant}
 merge_metric=${merge_metric:-wer}   # dev error rate the merge ranks checkpoints by (cer: character models)
+if [ "${merge_gate:-true}" = true ]; then gate_args=(--base-dev "$exp/decode_zeroshot_dev"); else gate_args=(--no-gate); fi
 lda_args=()
 if [ -n "${lda_budget:-}" ]; then lda_args=(--model.init_args.adapter_conf "{target_fraction: $lda_budget}"); fi
 
@@ -68,11 +73,14 @@ train_adapter() {  # train_adapter NAME ADAPTER [extra LightningCLI args...]
   fi
 }
 
-merge() {  # merge "EXP [EXP...]" OUT [policy]
-  if need_run "$2/.done"; then
-    # shellcheck disable=SC2086  # $1 is a list of runs
-    asr-adapt merge $1 -o "$2" --policy "${3:-$merge_policy}" --metric "$merge_metric" --overwrite
-    touch "$2/.done"
+merge() {  # merge "EXP [EXP...]" OUT [policy [gate options (default: $gate_args)]]
+  local runs=$1 out=$2 policy=${3:-$merge_policy}
+  shift $(($# < 3 ? $# : 3))
+  [ $# -gt 0 ] || set -- "${gate_args[@]}"
+  if need_run "$out/.done"; then
+    # shellcheck disable=SC2086  # $runs is a list of runs
+    asr-adapt merge $runs -o "$out" --policy "$policy" --metric "$merge_metric" --overwrite "$@"
+    touch "$out/.done"
   fi
 }
 
@@ -92,7 +100,9 @@ if should_run 20; then
   for g in $(seq 1 "$generations"); do
     prev=$((g - 1))
     teacher="$exp/${main}_gen${prev}"
-    merge "$teacher" "$teacher/bundle"
+    # Not gated: this bundle also initialises the student, and a locale left out would start
+    # from scratch. The final merge (stage 30) pools every generation and gates.
+    merge "$teacher" "$teacher/bundle" "$merge_policy" --no-gate
     if need_run "$exp/pl_gen$g/.done"; then
       log "stage 20: generation $g pseudo-labels of $unlabelled from $teacher/bundle"
       asr-adapt pseudo-label "$unlabelled" -o "$exp/pl_gen$g" --backbone "$backbone" --model "$model" \
