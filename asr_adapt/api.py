@@ -28,11 +28,16 @@ from asr_adapt.models.base import Hypothesis
 
 
 class Recognizer:
-    """A backbone (+ adapters) ready to transcribe; per-call locale routing."""
+    """A backbone (+ adapters) ready to transcribe; per-call locale routing.
 
-    def __init__(self, backbone, family: str) -> None:
+    Decoding goes through the same :class:`~asr_adapt.decoding.service.Transcriber` as the
+    CLI and the server: the same adapter fallback rule and per-row options.
+    """
+
+    def __init__(self, backbone, family: str, siblings: Mapping[str, str] | None = None) -> None:
         self.backbone = backbone
         self.family = family
+        self.siblings = dict(siblings or {})
         self.hints: dict[str, Any] = {}  # decoding settings the loaded adapters were trained for
 
     def attach(self, adapter: str, locales: Sequence[str], **conf: Any) -> None:
@@ -86,26 +91,33 @@ class Recognizer:
                 numpy array of samples ((N,) or (N, channels)) at ``sampling_rate``, or a dict
                 ``{"array": ..., "sampling_rate": ...}`` (what Hugging Face ``datasets``
                 yields, and the transformers ASR pipeline takes).
-            lang: a locale for all items, one per item, or ``None`` (language identification
-                where the backbone supports it). Each item goes through its locale's adapter.
+            lang: a locale for all items, one per item, ``None`` or ``"auto"`` (language
+                identification where the backbone supports it), or ``"auto:el-GR,uk-UA"``
+                (identification among these locales). Each item goes through its locale's adapter.
             sampling_rate: sample rate of bare arrays (required for them: a wrong rate would
                 silently decode garbage).
-            options: decoding options of the backbone family (e.g. ``beam_size=4``); by default
-                the settings recorded with the loaded adapters (their training window) apply.
+            options: decoding options of the backbone family (e.g. ``beam_size=4``) for every
+                row; rows an adapter serves decode with the settings recorded with the adapters
+                (their training window) on top, as `asr-adapt decode` does.
+            adapter_aware_lid (in ``options``): rescore identification with the candidates'
+                adapters (see :class:`~asr_adapt.decoding.service.LanguageId`).
         """
-        from asr_adapt import routing
+        from asr_adapt.decoding.service import LanguageId, Transcriber
 
         items = [audio] if _is_single(audio) else list(audio)
-        langs = list(lang) if isinstance(lang, list | tuple) else [lang] * len(items)
+        aware = bool(options.pop("adapter_aware_lid", False))
+        if isinstance(lang, list | tuple):
+            langs, lid = [None if x in (None, "auto") else x for x in lang], LanguageId(adapter_aware=aware)
+        else:
+            fixed, lid = LanguageId.parse(lang, aware)
+            langs = [fixed] * len(items)
         if len(langs) != len(items):
             raise ValueError(f"{len(items)} audio items but {len(langs)} locales")
-        opts = self.backbone.decoding_options(**{**self.hints, **options})
+        service = Transcriber(self.backbone, options, hints=self.hints, siblings=self.siblings, lid=lid)
         out: list[Hypothesis] = []
         for i in range(0, len(items), batch_size):
             wavs = [_waveform(a, sampling_rate, i + k) for k, a in enumerate(items[i : i + batch_size])]
-            rows = langs[i : i + batch_size]
-            with routing.use(rows):
-                out.extend(self.backbone.transcribe_batch(wavs, rows, opts))
+            out.extend(d.hyp for d in service.transcribe(wavs, langs[i : i + batch_size]))
         return out
 
 
@@ -137,17 +149,19 @@ def _waveform(item: AudioInput, sampling_rate: int | None, index: int) -> np.nda
 
 
 def load_model(model: str = "whisper-base", family: str = "whisper", adapters: str | os.PathLike | None = None,
-               compute_type: str = "float32", **backbone_kwargs: Any) -> Recognizer:
+               compute_type: str = "float32", siblings: Mapping[str, str] | None = None,
+               **backbone_kwargs: Any) -> Recognizer:
     """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters.
 
     compute_type: ``"int8"`` runs the base's linear layers in int8 on CPU (faster decoding),
     ``"int8_decoder"`` only the decoder's (the encoder stays float32: no encoder quantisation
-    error); applied after the adapters are loaded.
+    error); applied after the adapters are loaded. siblings: locale or language -> adapter
+    locale allowed to serve it (e.g. ``{"el-CY": "el-GR"}``), as ``--sibling`` in the CLI.
     """
     from asr_adapt.loading import load_model as load_backbone
 
     # Adapters are loaded by the Recognizer, which also keeps the bundle's decoding hints.
-    rec = Recognizer(load_backbone(family, model, **backbone_kwargs), family)
+    rec = Recognizer(load_backbone(family, model, **backbone_kwargs), family, siblings)
     if adapters:
         rec.load_adapters(adapters)
     rec.set_compute_type(compute_type)

@@ -1,16 +1,17 @@
-"""Per-sample locale routing shared by backbones and adapters.
+"""Per-row adapter routing: a :class:`Route` travels with the batch it routes.
 
 Adapters route each row of a batch through its own locale's parameters. Backbones and
-adapters do not import each other, so the per-row locale list lives here, in a
-thread-local context (the server decodes on several threads):
+adapters do not import each other, so the row -> adapter mapping is a small value object
+here:
 
-* the caller (trainer, decoder, server) opens ``with use(["el-GR", "ar-EG", None]):``
-  around a forward pass; ``None`` means "no adapter" for that row;
-* a backbone that reorders, expands or prunes the batch dimension inside the pass
-  (beam expansion, beam reordering, dropping finished rows, chunking) calls
-  :func:`select_rows` with the row index it applied, so adapters stay aligned;
-* adapter layers call :func:`current` to get the rows' locales, or :func:`groups` for
-  ``{locale: row index tensor}``.
+* a decoder carries a :class:`Route` (one adapter key per row, ``None`` = the base model)
+  next to the batch tensors, and reshapes it with the *same* index whenever it reshapes the
+  batch (``route.select(keep)`` next to ``enc[keep]``, ``route.repeat(k)`` next to a beam
+  expansion), so each row keeps its adapter by construction;
+* around each model call it opens ``with use(route):`` (one forward pass: nothing in it
+  reshapes the batch); adapter layers read :func:`groups` inside that call. The activation
+  batch is checked against the route's length, so a reshape the route did not follow fails
+  loudly instead of misrouting.
 
 Outside any ``use`` block :func:`current` is ``None`` and adapters are inactive, which
 is exactly the frozen base model.
@@ -43,11 +44,54 @@ class _Rows:
         return self._groups
 
 
+class Route:
+    """One adapter key (a locale of the attached bundle, or ``None``: the base) per batch row.
+
+    Immutable: reshaping returns a new route, so a route handed to a search cannot change
+    under its caller.
+    """
+
+    __slots__ = ("keys",)
+
+    def __init__(self, keys: Sequence[str | None]) -> None:
+        self.keys = tuple(keys)
+
+    @classmethod
+    def base(cls, n: int) -> Route:
+        """``n`` rows, none with an adapter."""
+        return cls([None] * n)
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> Route:
+        """The rows ``index`` (any order, repeats allowed), as ``tensor[index]`` does."""
+        idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
+        return Route([self.keys[i] for i in idx])
+
+    def repeat(self, n: int) -> Route:
+        """Each row ``n`` times consecutively, as ``tensor.repeat_interleave(n, dim=0)`` does."""
+        return Route([k for k in self.keys for _ in range(n)])
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+    def __getitem__(self, i: int) -> str | None:
+        return self.keys[i]
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Route) and other.keys == self.keys
+
+    def __hash__(self) -> int:
+        return hash(self.keys)
+
+    def __repr__(self) -> str:
+        return f"Route({list(self.keys)})"
+
+
 @contextlib.contextmanager
-def use(locales: Sequence[str | None]) -> Iterator[None]:
-    """Route the rows of the next forward passes: ``locales[i]`` is row ``i``'s locale."""
+def use(route: Route | Sequence[str | None]) -> Iterator[None]:
+    """Route the rows of the forward pass(es) in this block: row ``i`` goes to ``route[i]``."""
+    keys = route.keys if isinstance(route, Route) else route
     prev = getattr(_state, "rows", None)
-    _state.rows = _Rows(locales)
+    _state.rows = _Rows(keys)
     try:
         yield
     finally:
@@ -63,9 +107,9 @@ def current() -> tuple[str | None, ...] | None:
 def groups(batch_size: int) -> dict[str | None, torch.Tensor] | None:
     """``{locale: LongTensor of row indices}`` for a batch of ``batch_size`` rows.
 
-    ``batch_size`` is checked against the routed rows: a mismatch means the backbone
-    changed the batch dimension without calling :func:`select_rows`, which would silently
-    send rows through the wrong adapter, so it is an error.
+    ``batch_size`` is checked against the routed rows: a mismatch means the batch dimension
+    changed without its :class:`Route`, which would silently send rows through the wrong
+    adapter, so it is an error.
     """
     rows = getattr(_state, "rows", None)
     if rows is None:
@@ -73,33 +117,6 @@ def groups(batch_size: int) -> dict[str | None, torch.Tensor] | None:
     if len(rows.locales) != batch_size:
         raise RuntimeError(
             f"adapter routing has {len(rows.locales)} rows but the activation batch has {batch_size}; "
-            "the backbone must call asr_adapt.routing.select_rows() when it reshapes the batch"
+            "the decoder reshaped the batch without reshaping its Route (route.select / route.repeat)"
         )
     return rows.groups()
-
-
-def select_rows(index: torch.Tensor | Sequence[int]) -> None:
-    """The backbone kept rows ``index`` (any order, repeats allowed) of the current batch."""
-    rows = getattr(_state, "rows", None)
-    if rows is None:
-        return
-    idx = index.tolist() if isinstance(index, torch.Tensor) else list(index)
-    _state.rows = _Rows([rows.locales[i] for i in idx])
-
-
-def repeat_rows(n: int) -> None:
-    """Each row repeated ``n`` times consecutively (``repeat_interleave``), e.g. beam expansion."""
-    rows = getattr(_state, "rows", None)
-    if rows is None or n == 1:
-        return
-    _state.rows = _Rows([loc for loc in rows.locales for _ in range(n)])
-
-
-@contextlib.contextmanager
-def preserved() -> Iterator[None]:
-    """Restore the routing after a block that calls :func:`select_rows` (e.g. a decode loop)."""
-    prev = getattr(_state, "rows", None)
-    try:
-        yield
-    finally:
-        _state.rows = prev

@@ -40,6 +40,8 @@ import sys
 import time
 from pathlib import Path
 
+from asr_adapt.decoding.decoders import transcribe_batch
+
 QV = r"\.(q_proj|v_proj)$"
 ALL6 = r"\.(q_proj|k_proj|v_proj|out_proj|fc1|fc2)$"
 SYSTEMS = ("base", "lora-qv", "lora-qv-merged", "lora-all", "s2lora-merged", "lda")
@@ -84,7 +86,7 @@ def whisper_overhead(args, items, wavs) -> dict:
     order = sorted(range(len(items)), key=lambda i: -len(wavs[i]))
     for bb in systems.values():  # warm-up (allocator, lazy init) on the longest clip
         with routing.use([locale]):
-            bb.transcribe_batch([wavs[order[0]]], [locale], opts)
+            transcribe_batch(bb, [wavs[order[0]]], [locale], opts, route=[locale])
     res = {bs: {n: {"wall": 0.0, "cpu": 0.0, "texts": [""] * len(items)} for n in names} for bs in args.batch_sizes}
     loads = [os.getloadavg()[0]]
     k = 0
@@ -98,7 +100,7 @@ def whisper_overhead(args, items, wavs) -> dict:
                     langs = [locale] * len(idx)
                     w0, c0 = time.perf_counter(), time.process_time()
                     with torch.inference_mode(), routing.use(langs):
-                        hyps = systems[n].transcribe_batch([wavs[i] for i in idx], langs, opts)
+                        hyps = transcribe_batch(systems[n], [wavs[i] for i in idx], langs, opts, route=langs)
                     res[bs][n]["wall"] += time.perf_counter() - w0
                     res[bs][n]["cpu"] += time.process_time() - c0
                     for i, h in zip(idx, hyps):

@@ -30,6 +30,8 @@ import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
+
 ESPEAK_VOICE = {"en": "en-us", "de": "de", "es": "es", "fr": "fr-fr", "it": "it", "nl": "nl", "el": "el"}
 FAKER_LOCALE = {"en": "en_US", "de": "de_DE", "es": "es_ES", "fr": "fr_FR", "it": "it_IT", "nl": "nl_NL", "el": "el_GR"}
 
@@ -109,16 +111,16 @@ def run_asr_adapt(items, wavs, device, batch_size, compute_type="float32", **ove
 
     bb = WhisperBackbone.from_pretrained("whisper-base", device=device)
     bb.set_compute_type(compute_type)  # untimed, like loading: it happens once per process
-    opts = bb.decoding_options(**overrides)
+    opts = decoding_options(bb, **overrides)
     order = sorted(range(len(items)), key=lambda i: -len(wavs[i]))
-    bb.transcribe_batch([wavs[order[0]]], [items[order[0]]["lang"]], opts)  # warm-up
+    transcribe_batch(bb, [wavs[order[0]]], [items[order[0]]["lang"]], opts, route=None)  # warm-up
     hyps: list[str] = [""] * len(items)
     stats = {"fallback": 0, "looped": 0}
     t0 = time.perf_counter()
     with torch.inference_mode():
         for s in range(0, len(order), batch_size):
             idx = order[s : s + batch_size]
-            out = bb.transcribe_batch([wavs[i] for i in idx], [items[i]["lang"] for i in idx], opts)
+            out = transcribe_batch(bb, [wavs[i] for i in idx], [items[i]["lang"] for i in idx], opts, route=None)
             for i, h in zip(idx, out):
                 hyps[i] = h.text
                 stats["fallback"] += h.fallback

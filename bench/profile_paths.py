@@ -19,6 +19,8 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
+
 QV = r"\.(q_proj|v_proj)$"
 CONF = {"lora": {"rank": 8, "alpha": 16, "patterns": [QV]}, "s2lora": {"rank": 8, "patterns": [QV]}, "lda": {}}
 
@@ -69,7 +71,7 @@ def decode(args) -> None:
     langs = [u.lang for u in utts]
     with torch.inference_mode(), routing.use(langs):
         for _ in range(args.steps):
-            bb.transcribe_batch(wavs, langs, bb.decoding_options())
+            transcribe_batch(bb, wavs, langs, decoding_options(bb), route=langs)
 
 
 def summarise(path: str, top: int = 15) -> None:

@@ -32,6 +32,8 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
+
 DEFAULT_DATA = "bench/out/train_speed/data/dev"
 
 
@@ -68,12 +70,14 @@ def run(args) -> int:
     out = Path(args.out)
     utts = load_utts(args.data, args.n)
     bb = WhisperBackbone.from_pretrained(args.model)
-    opts = bb.decoding_options(max_new_tokens=args.max_new_tokens) if args.max_new_tokens else bb.decoding_options()
+    from asr_adapt.decoding.service import Transcriber
+
+    teacher = Transcriber(bb, {"max_new_tokens": args.max_new_tokens} if args.max_new_tokens else {})
     kw = {"accelerator": "cpu", "devices": args.procs}
     if args.procs > 1:
         kw["strategy"] = "ddp"
     t0 = time.perf_counter()
-    summary = predict(bb, utts, out, opts, batch_size=args.batch_size, trainer_kwargs=kw)
+    summary = predict(teacher, utts, out, batch_size=args.batch_size, trainer_kwargs=kw)
     wall = time.perf_counter() - t0
     rank = int(os.environ.get("LOCAL_RANK", "0"))  # set by Lightning in re-launched ranks
     rec = {"pid": os.getpid(), "rank": rank, "world": args.procs, "todo": summary.decoded,
@@ -157,9 +161,9 @@ def threads(args) -> int:
     wavs = [u.load() for u in utts]
     langs = [u.lang for u in utts]
     bb = WhisperBackbone.from_pretrained(args.model)
-    opts = bb.decoding_options()
+    opts = decoding_options(bb)
     order = sorted(range(len(utts)), key=lambda i: -len(wavs[i]))
-    bb.transcribe_batch([wavs[order[0]]], [langs[order[0]]], opts)  # warm-up
+    transcribe_batch(bb, [wavs[order[0]]], [langs[order[0]]], opts, route=None)  # warm-up
     wall = {1: 0.0, 2: 0.0}
     loads = [os.getloadavg()[0]]
     k = 0
@@ -170,7 +174,7 @@ def threads(args) -> int:
                 torch.set_num_threads(t)
                 t0 = time.perf_counter()
                 with torch.inference_mode():
-                    bb.transcribe_batch([wavs[i] for i in idx], [langs[i] for i in idx], opts)
+                    transcribe_batch(bb, [wavs[i] for i in idx], [langs[i] for i in idx], opts, route=None)
                 wall[t] += time.perf_counter() - t0
             k += 1
             loads.append(os.getloadavg()[0])

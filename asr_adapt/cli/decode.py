@@ -1,7 +1,7 @@
 """``asr-adapt decode INPUT -o OUT``: transcribe a folder of audio, a Kaldi data dir or a manifest.
 
-Thin: parses arguments, loads the model (+ adapters) and calls
-:func:`asr_adapt.decoding.runner.decode_utterances`.
+Thin: parses arguments, loads a :class:`~asr_adapt.decoding.service.Transcriber` (model,
+adapters, policies) and calls :func:`asr_adapt.decoding.runner.decode_utterances`.
 """
 
 from __future__ import annotations
@@ -25,8 +25,7 @@ def register(subparsers) -> None:
     p.add_argument("-o", "--output", required=True, help="output directory (created; one run at a time)")
     p.add_argument("--model", default="whisper-base", help="model name known to the resolver, or a local model directory")
     p.add_argument("--backbone", default="whisper", help="backbone family (registry name)")
-    p.add_argument("--lang", default="auto", help="locale for every utterance (e.g. de-DE), or 'auto' (default)")
-    p.add_argument("--adapters", default=None, help="adapter bundle saved by asr-adapt (routed by --lang / utterance locale)")
+    add_routing_args(p)
     p.add_argument("--batch-size", type=int, default=8, help="utterances per batch (sorted by duration)")
     p.add_argument("--beam-size", type=int, default=1, help="1: greedy; >1: beam search")
     p.add_argument("--context", choices=("dynamic", "full"), default="dynamic",
@@ -59,13 +58,63 @@ def register(subparsers) -> None:
     p.set_defaults(func=run)
 
 
+def add_routing_args(p: argparse.ArgumentParser) -> None:
+    """--lang, --adapters, --sibling, --adapter-aware-lid: shared by every decoding command."""
+    p.add_argument("--lang", default="auto",
+                   help="locale for every utterance (e.g. de-DE); 'auto' (default): each utterance's own locale, "
+                   "else language identification; 'auto:el-GR,uk-UA,en-US': identification among these locales only")
+    p.add_argument("--adapters", default=None,
+                   help="adapter bundle saved by asr-adapt. A row's adapter: its exact locale, else its language "
+                   "(el-GR -> an 'el' adapter; a detected 'el' -> the one el-* adapter), else a --sibling, "
+                   "else the base model (warned once per locale)")
+    p.add_argument("--sibling", action="append", default=[], metavar="LOCALE=ADAPTER",
+                   help="let LOCALE (or a language) use ADAPTER's adapter, e.g. --sibling el-CY=el-GR (repeatable)")
+    p.add_argument("--adapter-aware-lid", action="store_true",
+                   help="identification rescoring: decode the first seconds with each top candidate's adapter; "
+                   "the most likely decode wins (better on the tail languages the adapters exist for)")
+
+
+def fixed_locale(spec: str) -> str | None:
+    """The locale ``--lang`` fixes for every row, or ``None`` (each row's own, or identification)."""
+    from asr_adapt.decoding.service import LanguageId
+
+    try:
+        return LanguageId.parse(spec)[0]
+    except ValueError as e:
+        raise SystemExit(f"error: --lang: {e}") from None
+
+
+def parse_siblings(items) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if item.count("=") != 1 or not all(item.split("=")):
+            raise SystemExit(f"error: --sibling {item!r}: expected LOCALE=ADAPTER_LOCALE, e.g. el-CY=el-GR")
+        k, v = item.split("=")
+        out[k.strip()] = v.strip()
+    return out
+
+
+def load_transcriber(args, overrides_for):
+    """A :class:`Transcriber` from the shared model/routing arguments; ``overrides_for(family)``
+    gives the decoding-option overrides of the command line (checked against the family)."""
+    from asr_adapt.decoding.service import LanguageId, Transcriber
+
+    try:
+        fixed, lid = LanguageId.parse(args.lang, args.adapter_aware_lid)
+        return fixed, Transcriber.load(
+            args.backbone, args.model, args.adapters, device=args.device,
+            compute_type=getattr(args, "compute_type", "float32"), options=overrides_for(args.backbone),
+            siblings=parse_siblings(args.sibling), lid=lid)
+    except ValueError as e:  # e.g. int8 asked for on a GPU, or for the transducer; a bad option value
+        raise SystemExit(f"error: {e}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from asr_adapt.decoding.runner import decode_utterances
     from asr_adapt.decoding.writers import parse_formats
     from asr_adapt.fileio import LockError
-    from asr_adapt.loading import load_model
     from asr_adapt.models.whisper_compute import COMPUTE_TYPES
 
     try:
@@ -78,24 +127,13 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    utterances = _read_input(args.input, None if args.lang == "auto" else args.lang)
-    backbone = load_model(args.backbone, args.model, args.adapters, device=args.device)
-    _set_compute_type(backbone, args)  # after the adapters: converting replaces the linear modules they check
-    overrides = _family_overrides(backbone, args)
-    options = backbone.decoding_options(**overrides)
-    # Rows an adapter serves decode with the settings the adapters were trained for (recorded
-    # in the bundle, e.g. a short encoder window); every other row decodes exactly as the
-    # base model does with this command line.
-    base_options = None
-    if args.adapters:
-        hints = _adapter_hints(args.adapters, options)
-        if hints:
-            base_options, options = options, backbone.decoding_options(**{**overrides, **hints})
+    utterances = _read_input(args.input, fixed_locale(args.lang))
+    fixed, transcriber = load_transcriber(args, lambda family: _family_overrides(family, args))
     root = args.input if Path(args.input).is_dir() and not (Path(args.input) / "wav.scp").exists() else None
     try:
         summary = decode_utterances(
-            backbone, utterances, args.output, options, batch_size=args.batch_size, formats=formats,
-            lang=args.lang, input_root=root, progress=not args.no_progress, base_options=base_options,
+            transcriber, utterances, args.output, batch_size=args.batch_size, formats=formats,
+            lang=fixed, input_root=root, progress=not args.no_progress,
         )
     except LockError as e:
         print(f"error: {e}", file=sys.stderr)
@@ -110,7 +148,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _family_overrides(backbone, args) -> dict:
+def _family_overrides(family: str, args) -> dict:
     """The command-line options that this backbone family's decoding options define.
 
     Whisper and the transducer have different option dataclasses; options a family does not
@@ -118,7 +156,9 @@ def _family_overrides(backbone, args) -> dict:
     """
     import dataclasses
 
-    known = {f.name for f in dataclasses.fields(backbone.decoding_options())}
+    from asr_adapt.decoding.decoders import DECODERS
+
+    known = {f.name for f in dataclasses.fields(DECODERS.get(family).options)}
     wanted = {"beam_size": args.beam_size, "context": args.context, "task": args.task}
     explicit = {"min_window_s": args.min_window, "fallback": args.fallback, "max_new_tokens": args.max_new_tokens,
                 "mode": args.mode, "chunk_ms": args.chunk_ms}
@@ -130,25 +170,6 @@ def _family_overrides(backbone, args) -> dict:
     if "method" in known and args.beam_size > 1:  # transducer: beam size selects beam search
         out["method"] = "beam"
     return out
-
-
-def _set_compute_type(backbone, args) -> None:
-    try:
-        backbone.set_compute_type(args.compute_type)
-    except ValueError as e:  # e.g. int8 asked for on a GPU, or for the transducer
-        raise SystemExit(f"error: {e}") from None
-
-
-def _adapter_hints(path: str, options) -> dict:
-    import dataclasses
-
-    from asr_adapt.adapters import decode_hints
-
-    known = {f.name for f in dataclasses.fields(options)}
-    hints = {k: v for k, v in decode_hints(path).items() if k in known}
-    if hints:
-        log.info("rows served by the adapters decode with %s (as trained)", hints)
-    return hints
 
 
 def _read_input(path: str, lang: str | None):

@@ -21,8 +21,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--adapters", help="teacher adapter bundle (from `asr-adapt merge` or training)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1)
-    p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s); default: the window the "
-                   "teacher's adapters were trained at (recorded in the bundle)")
+    p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s) of rows no adapter serves; "
+                   "rows the teacher's adapters serve use the window they were trained at (recorded in the bundle)")
     p.add_argument("--min-confidence", type=float, help="drop below this mean token log-prob")
     p.add_argument("--keep-top-percent", type=float, help="per locale, keep this top %% by confidence")
     p.add_argument("--min-cps", type=float, default=2.0, help="min characters per second")
@@ -38,8 +38,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from asr_adapt.decoding.service import Transcriber
     from asr_adapt.fileio import dir_lock
-    from asr_adapt.loading import load_model
     from asr_adapt.training.pl_filters import FilterConfig
     from asr_adapt.training.pseudo_label import pseudo_label
 
@@ -52,18 +52,15 @@ def run(args: argparse.Namespace) -> int:
         import torch
 
         torch.set_num_threads(args.threads)
-    backbone = load_model(args.backbone, args.model, args.adapters)
     overrides = {"beam_size": args.beam_size}
-    if args.adapters:  # the teacher decodes at the window its adapters were trained at
-        from asr_adapt.adapters import decode_hints
-
-        overrides.update(decode_hints(args.adapters))
     if args.min_window is not None:
         overrides["min_window_s"] = args.min_window
-    options = backbone.decoding_options(**overrides)
+    # The one decode service: rows the teacher's adapters serve decode at the window they were
+    # trained at (recorded in the bundle), other rows as the base does, as in `asr-adapt decode`.
+    teacher = Transcriber.load(args.backbone, args.model, args.adapters, options=overrides)
     trainer_kwargs = {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
     with dir_lock(args.out, what="pseudo-label"):
-        summary, report = pseudo_label(backbone, args.input, args.out, options, filters, args.batch_size, trainer_kwargs)
+        summary, report = pseudo_label(teacher, args.input, args.out, filters, args.batch_size, trainer_kwargs)
     print(f"decoded {summary.decoded} ({summary.skipped_done} already done, {summary.failed} failed) "
           f"at {summary.utts_per_second:.2f} utt/s")
     for loc, c in sorted(report.items()):

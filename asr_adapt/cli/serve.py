@@ -13,12 +13,23 @@ import dataclasses
 def _parse_map(text: str) -> dict[str, str]:
     pairs = [p.split("=", 1) for p in text.split(",") if p.strip()]
     if any(len(p) != 2 for p in pairs):
-        raise argparse.ArgumentTypeError(f"expected lang=locale[,lang=locale...], got {text!r}")
+        raise argparse.ArgumentTypeError(f"expected locale=adapter[,locale=adapter...], got {text!r}")
     return {k.strip(): v.strip() for k, v in pairs}
 
 
+def _parse_list(text: str) -> tuple[str, ...]:
+    return tuple(p.strip() for p in text.split(",") if p.strip())
+
+
+def _parse_bool(text: str) -> bool:
+    if text.lower() not in ("true", "false", "1", "0", "yes", "no"):
+        raise argparse.ArgumentTypeError(f"expected true or false, got {text!r}")
+    return text.lower() in ("true", "1", "yes")
+
+
 # field type (as annotated) -> argparse type; a registry rather than a chain of checks.
-_ARG_TYPES = {"str": str, "str | None": str, "int": int, "float": float, "dict[str, str]": _parse_map}
+_ARG_TYPES = {"str": str, "str | None": str, "int": int, "float": float, "bool": _parse_bool,
+              "dict[str, str]": _parse_map, "tuple[str, ...]": _parse_list}
 
 
 def register(subparsers) -> None:

@@ -92,14 +92,14 @@ def run(args: argparse.Namespace) -> int:
         return _fail(f"no utterances in {args.data}")
     if args.threads:
         torch.set_num_threads(args.threads)
-    from asr_adapt.loading import load_model
+    from asr_adapt.decoding.service import Transcriber
 
     try:
-        backbone = load_model(args.backbone, args.model, args.adapters)
+        transcriber = Transcriber.load(args.backbone, args.model, args.adapters)
     except (FileNotFoundError, ValueError, OSError) as e:
         return _fail(f"cannot load {args.backbone} model {args.model!r}: {e}")
     try:
-        result = run_stream_eval(backbone, args.backbone, utts, args.output, config, progress=not args.no_progress)
+        result = run_stream_eval(transcriber, utts, args.output, config, progress=not args.no_progress)
     except LockError as e:
         return _fail(str(e))
     except ValueError as e:

@@ -19,7 +19,6 @@ from pathlib import Path
 
 import numpy as np
 
-from asr_adapt import routing
 from asr_adapt.data.audio import AudioError, audio_duration, is_pipe
 from asr_adapt.data.types import Utterance
 from asr_adapt.decoding.writers import parse_formats, write_outputs
@@ -75,31 +74,24 @@ def output_stems(utterances: Sequence[Utterance], input_root: str | Path | None)
 
 
 def decode_utterances(
-    backbone,
+    transcriber,
     utterances: Sequence[Utterance],
     out_dir: str | Path,
-    options,
     *,
     batch_size: int = 8,
     formats: str | Sequence[str] = ("jsonl",),
     lang: str | None = None,
     input_root: str | Path | None = None,
     progress: bool = True,
-    base_options=None,
 ) -> DecodeSummary:
     """Decode ``utterances`` into ``out_dir`` (resumable; one run per directory at a time).
 
     Args:
-        backbone: a :class:`~asr_adapt.models.base.Backbone` (adapters already attached).
-        options: the backbone's decoding options (``backbone.decoding_options(...)``).
+        transcriber: the :class:`~asr_adapt.decoding.service.Transcriber` (model, adapters and
+            every per-row policy: identification, adapter fallback, per-row options).
         lang: locale for every utterance (overrides theirs); ``None`` or ``"auto"``: each
-            utterance's own locale, else the options' language, else detection. The locale
-            is also the adapter route of the row (no adapter when detected).
+            utterance's own locale, else identification.
         input_root: folder the audio came from, for mirrored per-file outputs.
-        base_options: options for rows that no adapter serves (default: ``options``). Adapters
-            trained at a short encoder window are decoded at that window, while rows of other
-            locales keep the base model's own (safe) defaults, so they decode exactly as
-            the unadapted base does.
     Returns:
         a :class:`DecodeSummary`; ``summary.failed`` lists (path, reason).
     """
@@ -129,9 +121,9 @@ def decode_utterances(
                     continue
                 utts, wavs = zip(*batch)
                 locales = [lang or u.lang for u in utts]
-                hyps = _transcribe_split(backbone, list(wavs), locales, options, base_options)
-                for u, wav, h in zip(utts, wavs, hyps):
-                    sink.write(_record(u, wav, h, stems[u.utt_id]))
+                decoded = transcriber.transcribe(list(wavs), locales)
+                for u, wav, d in zip(utts, wavs, decoded):
+                    sink.write(_record(u, wav, d, stems[u.utt_id]))
                 summary.decoded += len(utts)
                 summary.audio_s += sum(len(w) for w in wavs) / 16000
                 summary.wall_s = time.perf_counter() - t0
@@ -148,33 +140,14 @@ def decode_utterances(
     return summary
 
 
-def _transcribe_split(backbone, wavs: list, locales: list, options, base_options) -> list:
-    """Decode adapter-served rows with ``options`` and the rest with ``base_options``."""
-    if base_options is None or base_options == options:
-        with routing.use(locales):
-            return backbone.transcribe_batch(wavs, locales, options)
-    from asr_adapt.adapters import adapter_locales, resolve_locale
-
-    available = adapter_locales(backbone)
-    served = [resolve_locale(loc, available) is not None for loc in locales]
-    out: list = [None] * len(wavs)
-    for flag, opts in ((True, options), (False, base_options)):
-        rows = [i for i, s in enumerate(served) if s == flag]
-        if not rows:
-            continue
-        sub = [locales[i] for i in rows]
-        with routing.use(sub):
-            for i, h in zip(rows, backbone.transcribe_batch([wavs[i] for i in rows], sub, opts)):
-                out[i] = h
-    return out
-
-
-def _record(u: Utterance, wav: np.ndarray, h, stem: str) -> dict:
+def _record(u: Utterance, wav: np.ndarray, d, stem: str) -> dict:
+    h = d.hyp
     rec = {
         "utt_id": u.utt_id,
         "audio": u.audio,
         "text": h.text,
-        "lang": h.lang,
+        "lang": d.locale,
+        "adapter": d.adapter,
         "duration": round(len(wav) / 16000, 3),
         "avg_logprob": None if h.avg_logprob is None else round(h.avg_logprob, 4),
         "compression_ratio": None if h.compression_ratio is None else round(h.compression_ratio, 3),

@@ -16,6 +16,7 @@ except ``processing_s`` (wall time spent on the utterance, for the real-time fac
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -27,6 +28,7 @@ import numpy as np
 from asr_adapt import routing
 from asr_adapt.data.audio import AudioError
 from asr_adapt.data.types import Utterance
+from asr_adapt.decoding.decoders import transcribe_batch
 from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
 from asr_adapt.decoding.streaming_whisper import (
     WhisperStreamingConfig,
@@ -108,9 +110,10 @@ STREAM_SIMULATORS: Registry[StreamingFamily] = Registry("streaming simulator")
 
 
 # --------------------------------------------------------------------------- transducer
-def _transducer_stream(backbone, wav, lang, chunk_ms, config: StreamEvalConfig) -> StreamedUtt:
+def _transducer_stream(transcriber, wav, lang, chunk_ms, config: StreamEvalConfig) -> StreamedUtt:
+    backbone = transcriber.backbone
     cfg = TransducerStreamingConfig(chunk_ms=chunk_ms, left_context_chunks=config.left_context_chunks)
-    s = stream_transducer(backbone, wav, lang, cfg)
+    s = stream_transducer(backbone, wav, transcriber.adapter_for(lang), cfg)
     words, (emit, avail) = token_words(backbone.tokenizer, s.tokens, [s.emit_times, s.avail_times])
     pieces = [backbone.tokenizer.decode([t]) for t in s.tokens]
     return StreamedUtt(
@@ -119,11 +122,11 @@ def _transducer_stream(backbone, wav, lang, chunk_ms, config: StreamEvalConfig) 
     )
 
 
-def _transducer_offline(backbone, wav, lang, config: StreamEvalConfig) -> str:
+def _transducer_offline(transcriber, wav, lang, config: StreamEvalConfig) -> str:
     # Full attention in the first pass, then the second pass: the model at its best.
-    opts = backbone.decoding_options(mode="full", chunk_ms=0)
-    with routing.use([lang]):
-        return backbone.transcribe_batch([wav], [lang], opts)[0].text
+    key = transcriber.adapter_for(lang)
+    opts = dataclasses.replace(transcriber.options_for(key), mode="full", chunk_ms=0)
+    return transcribe_batch(transcriber.backbone, [wav], [lang], opts, route=[key])[0].text
 
 
 STREAM_SIMULATORS.register("transducer", StreamingFamily(
@@ -137,17 +140,17 @@ STREAM_SIMULATORS.register("transducer", StreamingFamily(
 
 
 # --------------------------------------------------------------------------- whisper
-def _whisper_stream(backbone, wav, lang, step_ms, config: StreamEvalConfig) -> StreamedUtt:
+def _whisper_stream(transcriber, wav, lang, step_ms, config: StreamEvalConfig) -> StreamedUtt:
     cfg = WhisperStreamingConfig(step_ms=step_ms, agreement=config.agreement, max_buffer_s=config.max_buffer_s)
-    with routing.use([lang]):
-        r = simulate_local_agreement(wav, whisper_decode_fn(backbone, lang, backbone.decoding_options()), cfg)
+    key = transcriber.adapter_for(lang)
+    decode = whisper_decode_fn(transcriber.backbone, lang, transcriber.options_for(key), routing.Route([key]))
+    r = simulate_local_agreement(wav, decode, cfg)
     return StreamedUtt(join_units(r.words, lang), r.words, r.emit_times, r.first_seen, r.processing_s,
                        {"updates": r.updates, "trims": r.trims, "forced_flushes": r.forced_flushes})
 
 
-def _whisper_offline(backbone, wav, lang, config: StreamEvalConfig) -> str:
-    with routing.use([lang]):
-        return backbone.transcribe_batch([wav], [lang], backbone.decoding_options())[0].text
+def _whisper_offline(transcriber, wav, lang, config: StreamEvalConfig) -> str:
+    return transcriber.transcribe([wav], [lang])[0].hyp.text
 
 
 STREAM_SIMULATORS.register("whisper", StreamingFamily(
@@ -218,13 +221,16 @@ class StreamEvalRun:
     failed: list[tuple[str, str]] = field(default_factory=list)
 
 
-def run_stream_eval(backbone, family: str, utterances: Sequence[Utterance], out_dir: str | Path,
+def run_stream_eval(transcriber, utterances: Sequence[Utterance], out_dir: str | Path,
                     config: StreamEvalConfig = StreamEvalConfig(), *, progress: bool = True) -> StreamEvalRun:
     """Stream + offline-decode ``utterances`` (with references) into ``out_dir`` (resumable).
 
-    ``family`` picks the simulator in :data:`STREAM_SIMULATORS`; adapters, if any, are
-    already attached to ``backbone`` and routed by each utterance's locale.
+    ``transcriber`` (:class:`~asr_adapt.decoding.service.Transcriber`) holds the model, its
+    adapters and the routing policy: each utterance goes to its locale's adapter by the same
+    rule and with the same per-row options as `asr-adapt decode`; its family picks the
+    simulator in :data:`STREAM_SIMULATORS`.
     """
+    family = transcriber.backbone.family
     sim = STREAM_SIMULATORS.get(family)
     out = Path(out_dir)
     utts = select_utterances(utterances, config.max_utts)
@@ -255,7 +261,7 @@ def run_stream_eval(backbone, family: str, utterances: Sequence[Utterance], out_
                     continue
                 if u.utt_id not in done["offline"]:
                     t0 = time.perf_counter()
-                    text = sim.offline(backbone, wav, u.lang, config)
+                    text = sim.offline(transcriber, wav, u.lang, config)
                     sinks["offline"].write({"utt_id": u.utt_id, "lang": u.lang, "ref": u.text, "text": text,
                                             "duration": round(len(wav) / SAMPLE_RATE, 3),
                                             "processing_s": round(time.perf_counter() - t0, 4)})
@@ -264,7 +270,7 @@ def run_stream_eval(backbone, family: str, utterances: Sequence[Utterance], out_
                     if u.utt_id in done[lab]:
                         continue
                     bar.set_postfix(point=lab)
-                    s = sim.stream(backbone, wav, u.lang, point, config)
+                    s = sim.stream(transcriber, wav, u.lang, point, config)
                     sinks[lab].write(_stream_record(u, wav, s, point))
                     bar.update(1)
                 run.done += 1

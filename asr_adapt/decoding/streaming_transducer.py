@@ -71,11 +71,11 @@ def _overhang_samples(fbank) -> int:
 
 
 @torch.no_grad()
-def stream_transducer(model, wav: np.ndarray, lang: str | None, config: TransducerStreamingConfig) -> TokenStream:
+def stream_transducer(model, wav: np.ndarray, adapter: str | None, config: TransducerStreamingConfig) -> TokenStream:
     """Stream one (N,) 16 kHz waveform through ``model`` piece by piece (batch of one).
 
-    ``lang`` routes the encoder's adapters (``None``: no adapter). Tokens equal those of
-    ``model.transcribe_batch([wav], [lang], options(mode="streaming", ...))``.
+    ``adapter``: the stream's adapter key (``None``: the base model). Tokens equal those of
+    ``transcribe_batch(model, [wav], [lang], options(mode="streaming", ...), route=[adapter])``.
     """
     fb = model.fbank
     hop, win = fb.hop, fb.win
@@ -87,7 +87,7 @@ def stream_transducer(model, wav: np.ndarray, lang: str | None, config: Transduc
     out = TokenStream([], [], [], [])
     received, feats_done = 0, 0  # samples received, feature frames computed so far
     t0 = time.perf_counter()
-    with routing.use([lang]):
+    with routing.use([adapter]):
         search = GreedyState.start(model, 1, model.cmvn.mean.device)  # routed: the predictor may carry adapters
         while True:
             received = min(n, first if received == 0 else received + chunk)

@@ -152,13 +152,14 @@ def join_units(units: Sequence[str], lang: str | None) -> str:
     return ("" if is_no_space(lang) else " ").join(units)
 
 
-def whisper_decode_fn(backbone, lang: str | None, options) -> DecodeFn:
+def whisper_decode_fn(backbone, lang: str | None, options, route=None) -> DecodeFn:
     """A :data:`DecodeFn` for a :class:`~asr_adapt.models.whisper.WhisperBackbone`.
 
     Prompt tokens: ``<|startofprev|>`` + committed text before the buffer (when any) +
     ``<|sot|><|lang|><|transcribe|><|notimestamps|>`` + the forced prefix; the search
-    continues after the prefix. ``lang``: the locale (routes adapters too); ``None``: the
-    options' language, else detected on each update. The caller opens the routing context.
+    continues after the prefix. ``lang``: the locale; ``None``: the options' language, else
+    detected on each update. ``route``: the one-row :class:`~asr_adapt.routing.Route` of the
+    stream's adapter (``None``: the base model).
     No loop fallback at 30 s here (that would re-decode every update); the in-search
     repetition guard still cuts loops.
     """
@@ -166,8 +167,11 @@ def whisper_decode_fn(backbone, lang: str | None, options) -> DecodeFn:
 
     import torch
 
+    from asr_adapt import routing
     from asr_adapt.decoding.whisper_decode import detect_language
     from asr_adapt.decoding.whisper_search import run_search
+
+    route = route if route is not None else routing.Route.base(1)
 
     tok = backbone.tokenizer
     prev_id = tok.convert_tokens_to_ids("<|startofprev|>")
@@ -178,8 +182,9 @@ def whisper_decode_fn(backbone, lang: str | None, options) -> DecodeFn:
     def decode(audio: np.ndarray, prompt: tuple[str, ...], prefix: tuple[str, ...]) -> list[str]:
         with torch.no_grad():
             feats = backbone.features([audio], options.context, options.min_window_s, options.window_step_s)
-            enc = backbone.encode(feats.to(backbone.device))
-            code = lang or options.language or detect_language(backbone, enc)[0]
+            with routing.use(route):
+                enc = backbone.encode(feats.to(backbone.device))
+            code = lang or options.language or detect_language(backbone, enc, route)[0]
             ids: list[int] = []
             if prompt:
                 # Whisper's convention: the previous text takes at most half the context.
@@ -190,7 +195,7 @@ def whisper_decode_fn(backbone, lang: str | None, options) -> DecodeFn:
             ids += forced
             cap = options.token_cap(len(audio) / SAMPLE_RATE, len(ids), max_pos)
             prompts = torch.tensor([ids], dtype=torch.long, device=enc.device)
-            found = run_search(backbone, enc, prompts, [cap], after_prefix if prefix else options)[0]
+            found = run_search(backbone, enc, prompts, [cap], after_prefix if prefix else options, route)[0]
         text = tok.decode(forced + found.tokens, skip_special_tokens=True)
         words = split_units(text, code)
         # Re-tokenising the committed words can merge them differently from how they were

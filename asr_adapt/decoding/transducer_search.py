@@ -1,6 +1,6 @@
 """Transducer search: batched greedy, beam search, modified beam search, and streaming greedy.
 
-:func:`transcribe` is what :meth:`TransducerBackbone.transcribe_batch` runs. Decode
+:func:`transcribe` is the transducer entry of :data:`asr_adapt.decoding.decoders.DECODERS`. Decode
 *modes* (``full``: whole utterance, second pass when the model has one; ``streaming``:
 first pass chunk by chunk) and search *methods* (``greedy``, ``beam``, ``modified_beam``) are
 registries, so a new one is one registered function.
@@ -10,15 +10,14 @@ emitted the token (40 or 80 ms encoder frames). ``avg_logprob`` is the mean log-
 decisions taken (blanks included), comparable across methods for the same utterance.
 
 Adapters sit on the encoder blocks and, optionally, on the prediction network and the
-joiner's output (LDA's ``output`` group, for a script the foundation never emitted). Greedy
-search keeps one row per utterance, so the caller's routing applies as is; beam search
-routes each prediction/joiner call over one utterance's hypotheses to that utterance's
-locale.
+joiner's output (LDA's ``output`` group, for a script the foundation never emitted). Every
+mode and method takes the utterances' :class:`~asr_adapt.routing.Route`. Greedy search
+keeps one row per utterance, so the route applies as is; beam search routes each
+prediction/joiner call over one utterance's hypotheses to that utterance's adapter.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -90,9 +89,9 @@ class SearchResult:
     decisions: int
 
 
-# method(model, enc_p (B, T, J), lengths (B,), options) -> list[SearchResult]
+# method(model, enc_p (B, T, J), lengths (B,), options, route (B,)) -> list[SearchResult]
 SEARCH_METHODS: Registry[Callable] = Registry("transducer search method")
-# mode(model, feats (B, T_f, F), lengths (B,), langs, options) -> list[SearchResult]
+# mode(model, feats (B, T_f, F), lengths (B,), route (B,), options) -> list[SearchResult]
 DECODE_MODES: Registry[Callable] = Registry("transducer decode mode")
 
 
@@ -159,9 +158,10 @@ def greedy_step(model, enc_p: torch.Tensor, lengths: torch.Tensor, st: GreedySta
 
 
 @SEARCH_METHODS.decorator("greedy")
-def greedy_search(model, enc_p, lengths, options) -> list[SearchResult]:
-    st = GreedyState.start(model, enc_p.shape[0], enc_p.device)
-    return greedy_step(model, enc_p, lengths, st, options.max_symbols_per_frame).results()
+def greedy_search(model, enc_p, lengths, options, route: routing.Route) -> list[SearchResult]:
+    with routing.use(route):  # one row per utterance throughout: the route applies as is
+        st = GreedyState.start(model, enc_p.shape[0], enc_p.device)
+        return greedy_step(model, enc_p, lengths, st, options.max_symbols_per_frame).results()
 
 
 # ---------------------------------------------------------------------------- beam
@@ -172,7 +172,7 @@ class _Beam:
 
 
 @SEARCH_METHODS.decorator("modified_beam")
-def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
+def modified_beam_search(model, enc_p, lengths, options, route: routing.Route) -> list[SearchResult]:
     """Beam search with at most one symbol per frame (icefall's "modified beam search").
 
     Each frame, every hypothesis either emits blank or one token; the best ``beam_size``
@@ -181,14 +181,13 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     greedy search with ``max_symbols_per_frame=1``.
     """
     blank = model.predictor.blank_id
-    routed = routing.current()
     out = []
     for b in range(enc_p.shape[0]):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
         n = int(lengths[b])
         for t in range(n):
             new: dict[tuple[int, ...], _Beam] = {}
-            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, routed, b, options.beam_size):
+            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, route[b], options.beam_size):
                 if v != blank:
                     _merge(new, key + (v,), score, hyps[key].times + [round(t * model.config.frame_s, 3)])
                 else:
@@ -199,19 +198,18 @@ def modified_beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     return out
 
 
-def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Beam], routed, b: int,
+def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Beam], key: str | None,
                     beam_size: int) -> list[tuple[float, tuple[int, ...], int]]:
     """The best ``beam_size`` one-token extensions ``(score, hypothesis, token)`` of ``hyps`` at
     one projected encoder frame (J,), best first (token = blank: the hypothesis waits).
 
-    Output-side adapters route by row; the rows of this joiner call are utterance ``b``'s
-    hypotheses, so the call is routed to that utterance's locale (``routed``: the active
-    routing, ``None`` when there is none).
+    Output-side adapters route by row; the rows of this joiner call are one utterance's
+    hypotheses, so every row is routed to that utterance's adapter ``key``.
     """
     c, blank = model.predictor.context_size, model.predictor.blank_id
     keys = list(hyps)
     ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=frame.device)
-    with routing.use([routed[b]] * len(keys)) if routed is not None else contextlib.nullcontext():
+    with routing.use([key] * len(keys)):
         logp = model.joiner(frame[None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
     scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
     vocab = scores.shape[1]
@@ -235,7 +233,7 @@ def _top(hyps: dict[tuple[int, ...], _Beam], k: int) -> dict[tuple[int, ...], _B
 
 
 @SEARCH_METHODS.decorator("beam")
-def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
+def beam_search(model, enc_p, lengths, options, route: routing.Route) -> list[SearchResult]:
     """Beam search with up to ``max_symbols_per_frame`` symbols per frame.
 
     Within a frame, hypotheses that emitted a token may emit again (as greedy search does),
@@ -247,7 +245,6 @@ def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
     on average. With ``beam_size=1`` this is greedy search with the same symbol cap.
     """
     blank, cap = model.predictor.blank_id, options.max_symbols_per_frame
-    routed = routing.current()
     out = []
     for b in range(enc_p.shape[0]):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
@@ -256,7 +253,7 @@ def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
             expanding, finished = hyps, {}
             for sym in range(cap):
                 nxt: dict[tuple[int, ...], _Beam] = {}
-                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, routed, b, options.beam_size):
+                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, route[b], options.beam_size):
                     if v == blank:
                         _merge(finished, key, score, expanding[key].times)
                     else:
@@ -277,23 +274,23 @@ def beam_search(model, enc_p, lengths, options) -> list[SearchResult]:
 
 # ---------------------------------------------------------------------------- modes
 @DECODE_MODES.decorator("full")
-def decode_full(model, feats, lengths, langs, options) -> list[SearchResult]:
+def decode_full(model, feats, lengths, route: routing.Route, options) -> list[SearchResult]:
     """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
-    with routing.use(langs):  # the search too: output-side adapters (predictor, joiner) route per row
+    with routing.use(route):
         out = model.encode(feats, lengths, options.chunk_frames(model.config.frame_ms), options.left_context_chunks)
         enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
         enc_p = model.joiner.project_encoder(enc, name)
-        return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options)
+    return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options, route)
 
 
 @DECODE_MODES.decorator("streaming")
-def decode_streaming(model, feats, lengths, langs, options) -> list[SearchResult]:
+def decode_streaming(model, feats, lengths, route: routing.Route, options) -> list[SearchResult]:
     """First pass chunk by chunk (``chunk_ms`` of features per call), greedy as frames arrive."""
     b, t_total, _ = feats.shape
     c = options.chunk_frames(model.config.frame_ms)
     step = model.config.subsampling * c
     state = model.init_streaming_state(b, c, options.left_context_chunks)
-    with routing.use(langs):  # the start state too: the prediction network may carry adapters
+    with routing.use(route):  # one row per utterance throughout; the start state too (predictor adapters)
         search = GreedyState.start(model, b, feats.device)
         for s in range(0, max(t_total, 1), step):
             x = feats[:, s : s + step]
@@ -307,11 +304,14 @@ def decode_streaming(model, feats, lengths, langs, options) -> list[SearchResult
 
 @torch.no_grad()
 def transcribe(model, wavs: Sequence[np.ndarray], langs: Sequence[str | None] | None,
-               options: TransducerDecodingOptions) -> list[Hypothesis]:
-    """Decode (N_i,) 16 kHz waveforms; ``langs`` route adapters per row (None: no adapter)."""
+               options: TransducerDecodingOptions, route: routing.Route) -> list[Hypothesis]:
+    """Decode (N_i,) 16 kHz waveforms; ``langs``: each row's locale (reported back),
+    ``route``: each row's adapter key (``None``: the base model)."""
     langs = list(langs) if langs is not None else [None] * len(wavs)
+    if not len(wavs) == len(langs) == len(route):
+        raise ValueError(f"{len(wavs)} clips, {len(langs)} locales and {len(route)} routes: one of each per clip")
     feats, lengths = model.features(wavs)
-    results = DECODE_MODES.get(options.mode)(model, feats, lengths, langs, options)
+    results = DECODE_MODES.get(options.mode)(model, feats, lengths, route, options)
     return [
         Hypothesis(text=model.tokenizer.decode(r.tokens), tokens=r.tokens, times=r.times,
                    avg_logprob=r.logprob / max(1, r.decisions), lang=lang)

@@ -1,10 +1,10 @@
 """Whisper batch transcription: long-audio pieces, language id, search, loop fallback.
 
-:func:`transcribe` is what :meth:`WhisperBackbone.transcribe_batch` runs:
+:func:`transcribe` is the Whisper entry of :data:`asr_adapt.decoding.decoders.DECODERS`:
 
 1. clips longer than ``options.chunk_s`` are cut into pieces at quiet points
    (:func:`~asr_adapt.models.whisper_features.split_long_audio`); every piece is a batch
-   row (routing follows with :func:`routing.select_rows`);
+   row, routed to its clip's adapter (``route.select(clip of each piece)``);
 2. the encoder runs on the pieces at the window the options ask for, in passes of at most
    ``max(len(wavs), PIECES_PER_PASS)`` pieces (memory does not grow with clip length);
 3. rows without a language get one decoder step after ``<|startoftranscript|>``
@@ -24,7 +24,7 @@ import torch
 from asr_adapt import routing
 from asr_adapt.decoding.options import DecodingOptions
 from asr_adapt.decoding.repetition import compression_ratio
-from asr_adapt.decoding.whisper_search import SearchResult, run_search
+from asr_adapt.decoding.whisper_search import SearchResult, decoder_logits, run_search
 from asr_adapt.langtags import is_no_space
 from asr_adapt.models.whisper_features import SAMPLE_RATE, split_long_audio
 from asr_adapt.registry import Registry
@@ -45,26 +45,37 @@ FALLBACKS.register(
 
 
 @torch.no_grad()
-def detect_language(backbone, enc: torch.Tensor) -> list[str]:
-    """Most likely Whisper language code per row. enc: (B, T, D) encoder states."""
+def language_logprobs(backbone, enc: torch.Tensor, route: routing.Route) -> tuple[list[str], torch.Tensor]:
+    """Whisper language codes and their log-probabilities (B, L) after ``<|startoftranscript|>``.
+
+    enc: (B, T, D) encoder states; ``route``: the rows' adapters (``Route.base``: none).
+    """
     lang_ids = backbone.tokens.lang_to_id
     codes = list(lang_ids)
     ids = torch.tensor([lang_ids[c] for c in codes], device=enc.device)
     sot = torch.full((enc.shape[0], 1), backbone.tokens.sot, dtype=torch.long, device=enc.device)
-    logits = backbone.decoder_logits(sot, enc, backbone.new_cache())  # (B, V)
-    return [codes[i] for i in logits[:, ids].argmax(dim=-1).tolist()]
+    logits = decoder_logits(backbone, sot, enc, backbone.new_cache(), route)  # (B, V)
+    return codes, logits[:, ids].float().log_softmax(-1)
 
 
-def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options: DecodingOptions):
-    """Decode clips of any length. wavs[i]: (N_i,) float32 16 kHz; langs[i]: locale or None.
+def detect_language(backbone, enc: torch.Tensor, route: routing.Route | None = None) -> list[str]:
+    """Most likely Whisper language code per row. enc: (B, T, D) encoder states."""
+    codes, logp = language_logprobs(backbone, enc, route if route is not None else routing.Route.base(enc.shape[0]))
+    return [codes[i] for i in logp.argmax(dim=-1).tolist()]
+
+
+def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options: DecodingOptions,
+               route: routing.Route):
+    """Decode clips of any length. wavs[i]: (N_i,) float32 16 kHz; langs[i]: locale or None;
+    ``route``: each clip's adapter key (``None``: the base model).
 
     Returns one :class:`~asr_adapt.models.whisper.WhisperHypothesis` per clip; its
     ``lang`` is the given locale, else the detected Whisper language code.
     """
     from asr_adapt.models.whisper import WhisperHypothesis
 
-    if len(wavs) != len(langs):
-        raise ValueError("wavs and langs must have the same length")
+    if not len(wavs) == len(langs) == len(route):
+        raise ValueError(f"{len(wavs)} clips, {len(langs)} locales and {len(route)} routes: one of each per clip")
     if not wavs:
         return []
     pieces: list[tuple[int, int, int]] = []  # (clip row, start sample, end sample)
@@ -81,12 +92,11 @@ def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None]
     first: dict[int, str] = {}  # a clip's pieces all take its first piece's language
     for g0 in range(0, len(pieces), per_pass):
         idx = range(g0, min(g0 + per_pass, len(pieces)))
-        with routing.preserved():
-            routing.select_rows([rows[i] for i in idx])
-            res, got = _decode_pieces(
-                backbone, [wavs[pieces[i][0]][pieces[i][1] : pieces[i][2]] for i in idx],
-                [given[i] or first.get(rows[i]) for i in idx], [rows[i] for i in idx], options,
-            )
+        res, got = _decode_pieces(
+            backbone, [wavs[pieces[i][0]][pieces[i][1] : pieces[i][2]] for i in idx],
+            [given[i] or first.get(rows[i]) for i in idx], [rows[i] for i in idx], options,
+            route.select([rows[i] for i in idx]),
+        )
         for i, lang in zip(idx, got):
             first.setdefault(rows[i], lang)
         results += res
@@ -116,19 +126,18 @@ def transcribe(backbone, wavs: Sequence[np.ndarray], langs: Sequence[str | None]
     return hyps
 
 
-def _decode_pieces(backbone, audio, given, rows, options: DecodingOptions):
-    """Decode ≤30 s pieces (routing already aligned with them).
+def _decode_pieces(backbone, audio, given, rows, options: DecodingOptions, route: routing.Route):
+    """Decode ≤30 s pieces, ``route``: each piece's adapter.
 
     Returns ([(SearchResult, used_fallback)] per piece, [language code or locale] per piece).
     """
     feats = backbone.features(audio, options.context, options.min_window_s, options.window_step_s)
-    enc = backbone.encode(feats.to(backbone.device))
+    with routing.use(route):
+        enc = backbone.encode(feats.to(backbone.device))
     langs = list(given)
     todo = [i for i, g in enumerate(given) if g is None]
     if todo:
-        with routing.preserved():
-            routing.select_rows(todo)
-            detected = detect_language(backbone, enc[todo])
+        detected = detect_language(backbone, enc[todo], route.select(todo))
         first: dict[int, str] = {}
         for i, code in zip(todo, detected):
             first.setdefault(rows[i], code)  # a clip's pieces share its first piece's language
@@ -138,16 +147,15 @@ def _decode_pieces(backbone, audio, given, rows, options: DecodingOptions):
     prompts = torch.tensor(prompts_list, dtype=torch.long, device=enc.device)
     max_pos = backbone.config.max_target_positions
     caps = [options.token_cap(len(a) / SAMPLE_RATE, len(p), max_pos) for a, p in zip(audio, prompts_list)]
-    found = run_search(backbone, enc, prompts, caps, options)
+    found = run_search(backbone, enc, prompts, caps, options, route)
     out: list[tuple[SearchResult, bool]] = [(r, False) for r in found]
     fb = FALLBACKS.get(options.fallback)(options)
     if fb is None:
         return out, langs
     redo = [i for i, r in enumerate(found) if _is_loop(backbone, r, options)]
     if redo:
-        with routing.preserved():
-            routing.select_rows(redo)
-            again, _ = _decode_pieces(backbone, [audio[i] for i in redo], [langs[i] for i in redo], [rows[i] for i in redo], fb)
+        again, _ = _decode_pieces(backbone, [audio[i] for i in redo], [langs[i] for i in redo], [rows[i] for i in redo],
+                                  fb, route.select(redo))
         for i, (r, _) in zip(redo, again):
             out[i] = (r, True)
     return out, langs

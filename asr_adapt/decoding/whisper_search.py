@@ -4,10 +4,10 @@ Not ``generate``: one decoder call per step on the rows still running. Rows that
 are dropped from the batch (cache, encoder states and adapter routing together), so a
 batch costs as many steps as its longest row but each step only pays for live rows.
 
-Routing: the caller has set :mod:`asr_adapt.routing` for the (B,) rows given here; every
-change of the batch dimension below is mirrored with :func:`routing.select_rows` /
-:func:`routing.repeat_rows`, inside :func:`routing.preserved` so the caller's routing is
-restored afterwards.
+Routing: every search takes the (B,) rows' :class:`~asr_adapt.routing.Route` and reshapes
+it with the same index as the encoder states and the cache (``route.select`` /
+``route.repeat``), so each live row keeps its adapter by construction; each decoder call
+is routed with the route of the rows it runs on (:func:`decoder_logits`).
 """
 
 from __future__ import annotations
@@ -40,7 +40,13 @@ class SearchResult:
 
 SearchFn = Callable[..., list[SearchResult]]
 SEARCHES: Registry[SearchFn] = Registry("search method")
-"""name -> ``fn(backbone, encoder_states (B,T,D), prompts (B,P), caps (B,), options) -> [SearchResult]``."""
+"""name -> ``fn(backbone, encoder_states (B,T,D), prompts (B,P), caps (B,), options, route) -> [SearchResult]``."""
+
+
+def decoder_logits(backbone, ids: torch.Tensor, enc: torch.Tensor, cache, route: routing.Route) -> torch.Tensor:
+    """Next-token logits (B, V) of the (B,) rows routed by ``route`` (one decoder step)."""
+    with routing.use(route):
+        return backbone.decoder_logits(ids, enc, cache)
 
 
 class LogitMask:
@@ -71,44 +77,44 @@ def _loop_len(tokens: list[int], options: DecodingOptions) -> int:
 
 
 @SEARCHES.decorator("greedy")
-def greedy_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequence[int], options: DecodingOptions):
-    """Argmax decoding. enc: (B, T, D); prompts: (B, P) ids; caps: (B,) token caps."""
+def greedy_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequence[int], options: DecodingOptions,
+                  route: routing.Route):
+    """Argmax decoding. enc: (B, T, D); prompts: (B, P) ids; caps: (B,) token caps; route: (B,)."""
     eot = backbone.tokens.eot
     n = enc.shape[0]
     results = [SearchResult([], 0.0) for _ in range(n)]
     mask = LogitMask(backbone, options, backbone.proj_out.out_features, enc.device)
     alive = list(range(n))  # original row of each live batch position
     cache = backbone.new_cache()
-    with routing.preserved():
-        logits = backbone.decoder_logits(prompts, enc, cache)
-        step = 0
-        while True:
-            logp = torch.log_softmax(mask(logits, step), dim=-1)
-            best_lp, best = logp.max(dim=-1)
-            keep: list[int] = []
-            for j, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
-                r = results[alive[j]]
-                r.sum_logprob += lp
-                if tok == eot:
-                    continue
-                r.tokens.append(tok)
-                if loop := _loop_len(r.tokens, options):
-                    r.tokens, r.looped = cut_loop(r.tokens, loop), True
-                elif len(r.tokens) >= caps[alive[j]]:
-                    r.truncated = True
-                else:
-                    keep.append(j)
-            if not keep:
-                return results
-            if len(keep) < len(alive):
-                idx = torch.tensor(keep, device=enc.device)
-                cache.batch_select_indices(idx)
-                enc = enc[idx]
-                routing.select_rows(keep)
-                alive = [alive[j] for j in keep]
-                best = best[idx]
-            step += 1
-            logits = backbone.decoder_logits(best[:, None], enc, cache)
+    logits = decoder_logits(backbone, prompts, enc, cache, route)
+    step = 0
+    while True:
+        logp = torch.log_softmax(mask(logits, step), dim=-1)
+        best_lp, best = logp.max(dim=-1)
+        keep: list[int] = []
+        for j, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
+            r = results[alive[j]]
+            r.sum_logprob += lp
+            if tok == eot:
+                continue
+            r.tokens.append(tok)
+            if loop := _loop_len(r.tokens, options):
+                r.tokens, r.looped = cut_loop(r.tokens, loop), True
+            elif len(r.tokens) >= caps[alive[j]]:
+                r.truncated = True
+            else:
+                keep.append(j)
+        if not keep:
+            return results
+        if len(keep) < len(alive):
+            # Finished rows leave the batch: cache, encoder states and route together.
+            idx = torch.tensor(keep, device=enc.device)
+            cache.batch_select_indices(idx)
+            enc, route = enc[idx], route.select(keep)
+            alive = [alive[j] for j in keep]
+            best = best[idx]
+        step += 1
+        logits = decoder_logits(backbone, best[:, None], enc, cache, route)
 
 
 @dataclass
@@ -118,12 +124,13 @@ class _Beam:
 
 
 @SEARCHES.decorator("beam")
-def beam_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequence[int], options: DecodingOptions):
+def beam_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequence[int], options: DecodingOptions,
+                route: routing.Route):
     """Beam search with ``options.beam_size`` beams per row.
 
     A row is done when it has ``K`` finished hypotheses (Whisper's rule) or no live beam;
     the best is chosen by the length-penalised score (:func:`_rank`).
-    enc: (B, T, D); prompts: (B, P); caps: (B,).
+    enc: (B, T, D); prompts: (B, P); caps: (B,); route: (B,).
     """
     k = options.beam_size
     eot = backbone.tokens.eot
@@ -134,70 +141,68 @@ def beam_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequen
     beams: list[list[_Beam]] = [[_Beam([], 0.0)] + [_Beam([], float("-inf"))] * (k - 1) for _ in range(n)]
     alive = list(range(n))
     cache = backbone.new_cache()
-    with routing.preserved():
-        logits = backbone.decoder_logits(prompts, enc, cache)
-        # One row per beam from here on; the -inf scores make step 0 expand beam 0 only.
-        cache.batch_repeat_interleave(k)
-        routing.repeat_rows(k)
-        enc = enc.repeat_interleave(k, dim=0)
-        logits = logits.repeat_interleave(k, dim=0)
-        step = 0
-        while True:
-            logp = torch.log_softmax(mask(logits, step), dim=-1)  # (A*K, V)
-            scores = torch.tensor([b.score for r in alive for b in beams[r]], device=logp.device)
-            cand = (logp + scores[:, None]).view(len(alive), k * vocab)
-            top_s, top_i = cand.topk(min(2 * k, k * vocab), dim=-1)
-            src: list[int] = []  # batch row each surviving beam continues from
-            nxt: list[int] = []
-            still: list[int] = []
-            for a, r in enumerate(alive):
-                new: list[_Beam] = []
-                row_src: list[int] = []
-                row_nxt: list[int] = []
-                # Candidates best first; like Whisper, end-of-text candidates ranked above
-                # the K-th kept beam finish, the rest are ignored.
-                for s, i in zip(top_s[a].tolist(), top_i[a].tolist()):
-                    if s == float("-inf") or len(new) == k:
-                        break
-                    b, tok = divmod(i, vocab)
-                    parent = beams[r][b]
-                    if tok == eot:
-                        if len(finished[r]) < k:
-                            finished[r].append(SearchResult(list(parent.tokens), s))
-                        continue
-                    toks = parent.tokens + [tok]
-                    if loop := _loop_len(toks, options):
-                        finished[r].append(SearchResult(cut_loop(toks, loop), s, looped=True))
-                    elif len(toks) >= caps[r]:
-                        finished[r].append(SearchResult(toks, s, truncated=True))
-                    else:
-                        new.append(_Beam(toks, s))
-                        row_src.append(a * k + b)
-                        row_nxt.append(tok)
-                if len(finished[r]) >= k or not new:
+    logits = decoder_logits(backbone, prompts, enc, cache, route)
+    # One row per beam from here on; the -inf scores make step 0 expand beam 0 only.
+    cache.batch_repeat_interleave(k)
+    enc, route = enc.repeat_interleave(k, dim=0), route.repeat(k)
+    logits = logits.repeat_interleave(k, dim=0)
+    step = 0
+    while True:
+        logp = torch.log_softmax(mask(logits, step), dim=-1)  # (A*K, V)
+        scores = torch.tensor([b.score for r in alive for b in beams[r]], device=logp.device)
+        cand = (logp + scores[:, None]).view(len(alive), k * vocab)
+        top_s, top_i = cand.topk(min(2 * k, k * vocab), dim=-1)
+        src: list[int] = []  # batch row each surviving beam continues from
+        nxt: list[int] = []
+        still: list[int] = []
+        for a, r in enumerate(alive):
+            new: list[_Beam] = []
+            row_src: list[int] = []
+            row_nxt: list[int] = []
+            # Candidates best first; like Whisper, end-of-text candidates ranked above
+            # the K-th kept beam finish, the rest are ignored.
+            for s, i in zip(top_s[a].tolist(), top_i[a].tolist()):
+                if s == float("-inf") or len(new) == k:
+                    break
+                b, tok = divmod(i, vocab)
+                parent = beams[r][b]
+                if tok == eot:
+                    if len(finished[r]) < k:
+                        finished[r].append(SearchResult(list(parent.tokens), s))
                     continue
-                while len(new) < k:  # fewer live candidates than beams: pad with dead copies
-                    new.append(_Beam(new[0].tokens, float("-inf")))
-                    row_src.append(row_src[0])
-                    row_nxt.append(row_nxt[0])
-                beams[r] = new
-                src += row_src
-                nxt += row_nxt
-                still.append(a)
-            if not still:
-                break
-            idx = torch.tensor(src, device=enc.device)
-            # Self-attention K/V follow their beam; cross-attention K/V are the same for
-            # every beam of a row, so they only change when whole rows are dropped.
-            cache.self_attention_cache.reorder_cache(idx)
-            if len(still) < len(alive):
-                rows = torch.tensor([a * k + j for a in still for j in range(k)], device=enc.device)
-                cache.cross_attention_cache.batch_select_indices(rows)
-                enc = enc[rows]
-            routing.select_rows(src)
-            alive = [alive[a] for a in still]
-            step += 1
-            logits = backbone.decoder_logits(torch.tensor(nxt, device=enc.device)[:, None], enc, cache)
+                toks = parent.tokens + [tok]
+                if loop := _loop_len(toks, options):
+                    finished[r].append(SearchResult(cut_loop(toks, loop), s, looped=True))
+                elif len(toks) >= caps[r]:
+                    finished[r].append(SearchResult(toks, s, truncated=True))
+                else:
+                    new.append(_Beam(toks, s))
+                    row_src.append(a * k + b)
+                    row_nxt.append(tok)
+            if len(finished[r]) >= k or not new:
+                continue
+            while len(new) < k:  # fewer live candidates than beams: pad with dead copies
+                new.append(_Beam(new[0].tokens, float("-inf")))
+                row_src.append(row_src[0])
+                row_nxt.append(row_nxt[0])
+            beams[r] = new
+            src += row_src
+            nxt += row_nxt
+            still.append(a)
+        if not still:
+            break
+        idx = torch.tensor(src, device=enc.device)
+        # Self-attention K/V follow their beam; cross-attention K/V are the same for
+        # every beam of a row, so they only change when whole rows are dropped.
+        cache.self_attention_cache.reorder_cache(idx)
+        if len(still) < len(alive):
+            rows = torch.tensor([a * k + j for a in still for j in range(k)], device=enc.device)
+            cache.cross_attention_cache.batch_select_indices(rows)
+            enc = enc[rows]
+        route = route.select(src)  # each surviving beam keeps its row's adapter
+        alive = [alive[a] for a in still]
+        step += 1
+        logits = decoder_logits(backbone, torch.tensor(nxt, device=enc.device)[:, None], enc, cache, route)
     out = []
     for r in range(n):
         pool = finished[r] or [SearchResult(b.tokens, b.score, truncated=True) for b in beams[r]]
@@ -212,6 +217,6 @@ def _rank(h: SearchResult, length_penalty: float | None) -> float:
     return h.sum_logprob / penalty
 
 
-def run_search(backbone, enc, prompts, caps, options: DecodingOptions) -> list[SearchResult]:
+def run_search(backbone, enc, prompts, caps, options: DecodingOptions, route: routing.Route) -> list[SearchResult]:
     """Dispatch to the registered search method ``options.method``."""
-    return SEARCHES.get(options.method)(backbone, enc, prompts, caps, options)
+    return SEARCHES.get(options.method)(backbone, enc, prompts, caps, options, route)

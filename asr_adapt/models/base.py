@@ -1,8 +1,9 @@
 """The interface every backbone implements, and the backbone registry.
 
-A backbone is a frozen pretrained recogniser. It does not know about adapters: it names
-its *injection points* (blocks an adapter may follow, linear layers an adapter may
-modify) and keeps :mod:`asr_adapt.routing` aligned when it reshapes the batch.
+A backbone is a frozen pretrained recogniser. It knows neither adapters nor decoding: it
+names its *injection points* (blocks an adapter may follow, linear layers an adapter may
+modify) and offers the forward pieces (features, encoder, decoder step) that the
+decoders in :mod:`asr_adapt.decoding.decoders` search over.
 """
 
 from __future__ import annotations
@@ -63,18 +64,10 @@ class Backbone(nn.Module, abc.ABC):
     def compute_loss(self, wavs: Sequence[np.ndarray], texts: Sequence[str], langs: Sequence[str | None]) -> torch.Tensor:
         """Mean training loss of a batch. ``wavs[i]``: (N_i,) float32 16 kHz."""
 
-    @abc.abstractmethod
-    def transcribe_batch(self, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options) -> list[Hypothesis]:
-        """Decode a batch; ``options`` is the backbone's frozen decoding-options dataclass."""
-
     @classmethod
     @abc.abstractmethod
     def from_pretrained(cls, name_or_dir: str) -> Backbone:
         """Load pretrained weights from a directory or a name the resolver knows."""
-
-    @abc.abstractmethod
-    def decoding_options(self, **overrides):
-        """This family's frozen decoding-options dataclass with ``overrides`` applied."""
 
     def set_compute_type(self, name: str) -> list[str]:
         """Run the base's linear layers in compute type ``name``, in place (inference only).

@@ -202,13 +202,6 @@ class WhisperBackbone(Backbone):
                 if src is not None and (Path(src) / name).is_file():
                     shutil.copy2(Path(src) / name, tmp / name)
 
-    def decoding_options(self, **overrides):
-        """:class:`asr_adapt.decoding.options.DecodingOptions` with ``overrides`` applied."""
-        # Imported here: decoding sits above models in the layering (decoding -> models).
-        from asr_adapt.decoding.options import DecodingOptions
-
-        return DecodingOptions(**overrides)
-
     def set_compute_type(self, name: str) -> list[str]:
         """Run the base linear layers in compute type ``name`` (a :data:`COMPUTE_TYPES` name), in place.
 
@@ -386,14 +379,6 @@ class WhisperBackbone(Backbone):
             inputs[i, : len(s) - 1] = t[:-1]
             labels[i, p - 1 : len(s) - 1] = t[p:]  # position j predicts token j+1
         return inputs, labels
-
-    # ------------------------------------------------------------------ decoding
-    @torch.no_grad()
-    def transcribe_batch(self, wavs: Sequence[np.ndarray], langs: Sequence[str | None], options=None) -> list[Hypothesis]:
-        """Decode (N_i,) 16 kHz clips of any length; see :func:`asr_adapt.decoding.whisper_decode.transcribe`."""
-        from asr_adapt.decoding.whisper_decode import transcribe
-
-        return transcribe(self, wavs, langs, options if options is not None else self.decoding_options())
 
 
 def tiny_config(**overrides):

@@ -16,7 +16,7 @@ _EXPORTS = {
     "BadUpload": "app", "create_app": "app", "read_audio": "app",
     "DynamicBatcher": "batcher", "QueueFull": "batcher",
     "ServeConfig": "config",
-    "LANGUAGE_ID": "engine", "ASREngine": "engine", "Request": "engine", "Result": "engine",
+    "ASREngine": "engine", "Request": "engine", "Result": "engine",
     "serve_forever": "runner", "serve_in_thread": "runner",
 }
 
@@ -28,6 +28,6 @@ def __getattr__(name: str):
 
 
 __all__ = [
-    "LANGUAGE_ID", "ASREngine", "BadUpload", "DynamicBatcher", "QueueFull", "Request", "Result", "ServeConfig",
+    "ASREngine", "BadUpload", "DynamicBatcher", "QueueFull", "Request", "Result", "ServeConfig",
     "create_app", "read_audio", "serve_forever", "serve_in_thread",
 ]

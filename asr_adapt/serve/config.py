@@ -29,11 +29,18 @@ class ServeConfig:
     beam_size: int = field(default=1, metadata={"help": "1: greedy; >1: beam search"})
     context: str = field(default="dynamic", metadata={"help": "'dynamic' (encoder on real length) or 'full' (30 s)"})
     threads: int = field(default=0, metadata={"help": "torch threads for decoding (0: leave torch's default)"})
-    language_locales: dict[str, str] = field(
+    siblings: dict[str, str] = field(
         default_factory=dict,
-        metadata={"help": "detected language -> adapter locale when several match (e.g. pt=pt-BR); "
-                  "default: the only match, else the first in sorted order"},
+        metadata={"help": "locale or language -> adapter locale allowed to serve it (e.g. el-CY=el-GR, "
+                  "pt=pt-BR when pt-BR and pt-PT both have adapters); the fallback rule is the one of "
+                  "`asr-adapt decode` (README: adapter fallback)"},
     )
+    lid_candidates: tuple[str, ...] = field(
+        default=(), metadata={"help": "locales a request without one may be in (identification picks among "
+                              "them); empty: any language the model knows"})
+    adapter_aware_lid: bool = field(
+        default=False, metadata={"help": "rescore identification by decoding the first seconds with each top "
+                                 "candidate's adapter"})
 
     def __post_init__(self) -> None:
         if self.max_batch < 1 or self.max_queue < 1:
@@ -42,7 +49,8 @@ class ServeConfig:
             raise ValueError("max_wait_ms >= 0, and max_upload_mb, max_audio_s, request_timeout_s > 0 are required")
         if not 0 <= self.port <= 65535:
             raise ValueError(f"port must be in [0, 65535], got {self.port}")
-        object.__setattr__(self, "language_locales", dict(self.language_locales))
+        object.__setattr__(self, "siblings", dict(self.siblings))
+        object.__setattr__(self, "lid_candidates", tuple(self.lid_candidates))
 
     @property
     def max_upload_bytes(self) -> int:

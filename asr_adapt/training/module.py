@@ -30,6 +30,7 @@ from asr_adapt.adapters import (
     model_fingerprint,
     regularization_loss,
 )
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.models.base import Backbone
 from asr_adapt.registry import Registry
 from asr_adapt.training.augment import AugmentConfig, spec_augment, spectral_envelope
@@ -128,7 +129,7 @@ class AdaptationModule(L.LightningModule):
         self.scheduler_factory = lr_scheduler
         self.augment = AugmentConfig(**(feature_augment or {}))
         self._spec_hook = None
-        self.decode_options = self.backbone.decoding_options(**(self.default_decode | (decode or {})))
+        self.decode_options = decoding_options(self.backbone, **(self.default_decode | (decode or {})))
         self.dev = LocaleAccumulator()
         self.last_dev_metrics: dict[str, dict[str, float]] = {}
         self.skipped_batches = 0
@@ -219,7 +220,8 @@ class AdaptationModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         with routing.use(batch["langs"]):
             loss = self.backbone.compute_loss(batch["wavs"], batch["texts"], batch["langs"])
-            hyps = self.backbone.transcribe_batch(batch["wavs"], batch["langs"], self.decode_options)
+        # Training locales are the adapter keys: each row is routed to its own locale's adapter.
+        hyps = transcribe_batch(self.backbone, batch["wavs"], batch["langs"], self.decode_options, route=batch["langs"])
         self.log("val/loss", loss, batch_size=len(batch["wavs"]), sync_dist=True)
         self.dev.add(batch["utt_ids"], batch["texts"], [h.text for h in hyps], batch["langs"])
 

@@ -19,11 +19,9 @@ import lightning as L
 from lightning.pytorch.callbacks import BasePredictionWriter
 from torch.utils.data import DataLoader, Dataset
 
-from asr_adapt import routing
 from asr_adapt.data.audio import AudioError
 from asr_adapt.data.types import Utterance
 from asr_adapt.fileio import JsonlAppender, atomic_write, read_jsonl
-from asr_adapt.models.base import Backbone
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +46,12 @@ def _collate(items: list[dict]) -> list[dict]:
 
 
 class TranscribeModule(L.LightningModule):
-    """Wraps a (frozen, possibly adapted) backbone for ``trainer.predict``."""
+    """Wraps a :class:`~asr_adapt.decoding.service.Transcriber` for ``trainer.predict``."""
 
-    def __init__(self, backbone: Backbone, options, lang_override: str | None = None) -> None:
+    def __init__(self, transcriber, lang_override: str | None = None) -> None:
         super().__init__()
-        self.backbone = backbone
-        self.options = options
+        self.backbone = transcriber.backbone  # a submodule: Lightning moves it to the rank's device
+        self.transcriber = transcriber
         self.lang_override = lang_override
         # With fewer utterances left than processes a rank's share is empty; it still has to
         # run the (empty) loop so the process group forms (see predict()).
@@ -70,13 +68,13 @@ class TranscribeModule(L.LightningModule):
         if ok:
             langs = [self.lang_override or b["utt"].lang for b in ok]
             t0 = time.perf_counter()
-            with routing.use(langs):
-                hyps = self.backbone.transcribe_batch([b["wav"] for b in ok], langs, self.options)
+            decoded = self.transcriber.transcribe([b["wav"] for b in ok], langs)
             dt = (time.perf_counter() - t0) / len(ok)
-            for b, h, lang in zip(ok, hyps, langs):
+            for b, d in zip(ok, decoded):
+                h = d.hyp
                 out.append({
                     "utt_id": b["utt"].utt_id, "audio": b["utt"].audio, "text": h.text,
-                    "lang": h.lang or lang, "expected_lang": b["utt"].lang,
+                    "lang": d.locale, "adapter": d.adapter, "expected_lang": b["utt"].lang,
                     "duration": len(b["wav"]) / 16000, "avg_logprob": h.avg_logprob,
                     "compression_ratio": h.compression_ratio, "seconds": dt,
                 })
@@ -144,10 +142,9 @@ def merge_shards(out_dir: Path) -> tuple[list[dict], list[dict]]:
 
 
 def predict(
-    backbone: Backbone,
+    transcriber,
     utts: list[Utterance],
     out_dir: str | Path,
-    options,
     batch_size: int = 8,
     trainer_kwargs: dict | None = None,
     lang_override: str | None = None,
@@ -173,7 +170,7 @@ def predict(
     # waiting at the rendezvous for ever.
     if todo:
         loader = DataLoader(_Shard(mine), batch_size=batch_size, collate_fn=_collate, num_workers=1 if mine else 0)
-        trainer.predict(TranscribeModule(backbone, options, lang_override), loader, return_predictions=False)
+        trainer.predict(TranscribeModule(transcriber, lang_override), loader, return_predictions=False)
     elapsed = time.perf_counter() - t0
     if trainer.world_size > 1:
         trainer.strategy.barrier()

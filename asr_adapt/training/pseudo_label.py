@@ -24,15 +24,15 @@ log = logging.getLogger(__name__)
 
 
 def pseudo_label(
-    backbone,
+    transcriber,
     source: str | Path,
     out_dir: str | Path,
-    options,
     filters: FilterConfig = FilterConfig(),
     batch_size: int = 8,
     trainer_kwargs: dict | None = None,
 ) -> tuple[PredictSummary, dict]:
-    """Decode ``source`` (data dir / manifest / folder) with ``backbone`` and write pseudo-labels.
+    """Decode ``source`` (data dir / manifest / folder) with the teacher ``transcriber``
+    (a :class:`~asr_adapt.decoding.service.Transcriber`) and write pseudo-labels.
 
     The teacher decodes with its locale forced from ``utt2lang`` when the data has one
     (the locale-match filter then compares against language identification only when
@@ -40,7 +40,7 @@ def pseudo_label(
     """
     out_dir = Path(out_dir)
     utts = load_utterances(source)
-    summary = predict(backbone, utts, out_dir, options, batch_size, trainer_kwargs)
+    summary = predict(transcriber, utts, out_dir, batch_size, trainer_kwargs)
     if not (out_dir / "hyp.jsonl").exists():  # non-zero ranks: rank 0 writes the outputs
         return summary, {}
     from asr_adapt.fileio import read_jsonl
@@ -48,7 +48,10 @@ def pseudo_label(
     recs = read_jsonl(out_dir / "hyp.jsonl")
     kept, report = apply_filters(recs, filters)
     by_id = {u.utt_id: u for u in utts}
-    kept_utts = [dataclasses.replace(by_id[r["utt_id"]], text=r["text"]) for r in kept if r["utt_id"] in by_id]
+    # A row without a locale takes the one the teacher identified, so the data dir stays
+    # uniformly labelled (utt2lang for every utterance).
+    kept_utts = [dataclasses.replace(by_id[r["utt_id"]], text=r["text"], lang=by_id[r["utt_id"]].lang or r.get("lang"))
+                 for r in kept if r["utt_id"] in by_id]
     write_data_dir(out_dir / "data", kept_utts)
     write_lines(out_dir / "data" / "utt2conf", (f"{r['utt_id']} {r['avg_logprob']:.4f}" for r in kept
                                                  if r.get("avg_logprob") is not None))

@@ -19,6 +19,7 @@ import lightning as L
 import pytest
 
 from asr_adapt.data.kaldi import read_data_dir
+from asr_adapt.decoding.service import Transcriber
 from asr_adapt.fileio import read_jsonl
 from asr_adapt.training import predict as predict_mod
 from tests.training.helpers import make_data, tiny_whisper_dir
@@ -45,7 +46,7 @@ def _patch_rank(monkeypatch, rank: int, world: int) -> None:
 def test_simulated_two_ranks_decode_each_utterance_once(tmp_path, monkeypatch):
     utts = read_data_dir(make_data(tmp_path / "data", per_locale=5))  # 10 utterances
     bb = _backbone(tmp_path)
-    opts = bb.decoding_options(max_new_tokens=4)
+    teacher = Transcriber(bb, {"max_new_tokens": 4})
     out = tmp_path / "out"
 
     real_done = predict_mod.done_ids
@@ -59,7 +60,7 @@ def test_simulated_two_ranks_decode_each_utterance_once(tmp_path, monkeypatch):
         decoded = []
         for rank in (1, 0):  # rank 0 last: it merges the shards after the (no-op) barrier
             _patch_rank(m, rank, 2)
-            s = predict_mod.predict(bb, utts, out, opts, batch_size=3)
+            s = predict_mod.predict(teacher, utts, out, batch_size=3)
             decoded.append(s.decoded)
     shard_ids = [
         [r["utt_id"] for r in read_jsonl(p)] for p in sorted((out / "shards").glob("hyp.rank*.jsonl"))
@@ -70,7 +71,7 @@ def test_simulated_two_ranks_decode_each_utterance_once(tmp_path, monkeypatch):
     assert set(counts) == {u.utt_id for u in utts}
     assert max(counts.values()) == 1
 
-    again = predict_mod.predict(bb, utts, out, opts, batch_size=3)  # unpatched: rank 0 of 1
+    again = predict_mod.predict(teacher, utts, out, batch_size=3)  # unpatched: rank 0 of 1
     assert again.decoded == 0 and again.skipped_done == len(utts)
     assert _ids(out) == counts
 

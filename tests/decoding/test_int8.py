@@ -13,6 +13,7 @@ from torch import nn
 from asr_adapt import api, routing
 from asr_adapt.adapters import attach_adapters, attached_sets, is_adapter_param, merge_locale, unmerge
 from asr_adapt.cli.main import main
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.fileio import read_jsonl
 from asr_adapt.models import whisper_compute
 from asr_adapt.models.whisper import WhisperBackbone, tiny_config
@@ -120,9 +121,9 @@ def test_int8_decodes_as_the_float32_path(tokenizer):
     for compute_type in ("int8", "int8_decoder"):
         q = copy.deepcopy(ref)
         q.set_compute_type(compute_type)
-        for opts in (q.decoding_options(max_new_tokens=6), q.decoding_options(max_new_tokens=6, beam_size=2)):
-            want = ref.transcribe_batch(wavs, ["en", "de", None], opts)
-            got = q.transcribe_batch(wavs, ["en", "de", None], opts)
+        for opts in (decoding_options(q, max_new_tokens=6), decoding_options(q, max_new_tokens=6, beam_size=2)):
+            want = transcribe_batch(ref, wavs, ["en", "de", None], opts, route=None)
+            got = transcribe_batch(q, wavs, ["en", "de", None], opts, route=None)
             assert [h.tokens for h in got] == [h.tokens for h in want], (compute_type, opts.beam_size)
             assert [h.text for h in got] == [h.text for h in want] and all(h.tokens for h in got)
 
@@ -156,10 +157,10 @@ def test_lda_on_int8_blocks_leaves_adapter_free_rows_as_base_int8(tokenizer):
     assert torch.equal(enc_a[1], enc_b[1]) and torch.equal(logits_a[1], logits_b[1])
     assert not torch.allclose(enc_a[0], enc_b[0])
 
-    opts = base.decoding_options(max_new_tokens=6, fallback="none")
+    opts = decoding_options(base, max_new_tokens=6, fallback="none")
     with routing.use(LOCALES):
-        hyps_a = adapted.transcribe_batch(clips()[:2], LOCALES, opts)
-    hyps_b = base.transcribe_batch(clips()[:2], LOCALES, opts)
+        hyps_a = transcribe_batch(adapted, clips()[:2], LOCALES, opts, route=LOCALES)
+    hyps_b = transcribe_batch(base, clips()[:2], LOCALES, opts, route=None)
     assert hyps_a[1].tokens == hyps_b[1].tokens
 
 

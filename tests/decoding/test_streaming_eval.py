@@ -11,6 +11,7 @@ import soundfile as sf
 import torch
 
 from asr_adapt.cli.main import main
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.decoding.streaming_eval import StreamEvalConfig, select_utterances, speech_span
 from asr_adapt.decoding.streaming_summary import normalised_units, reference_end_times, summarise_dir
 from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
@@ -56,8 +57,8 @@ def test_transducer_chunked_equals_streaming_transcribe(tiny_transducer, chunk_m
     m = tiny_transducer
     wav = noise(seconds, 7)
     s = stream_transducer(m, wav, None, TransducerStreamingConfig(chunk_ms=chunk_ms, left_context_chunks=left))
-    opts = m.decoding_options(mode="streaming", chunk_ms=chunk_ms, left_context_chunks=left)
-    h = m.transcribe_batch([wav], [None], opts)[0]
+    opts = decoding_options(m, mode="streaming", chunk_ms=chunk_ms, left_context_chunks=left)
+    h = transcribe_batch(m, [wav], [None], opts, route=None)[0]
     assert s.tokens == h.tokens
     assert s.frame_times == h.times
     if seconds > 1:
@@ -148,7 +149,7 @@ def test_local_agreement_flushes_at_the_whisper_window():
 
 
 def test_whisper_decode_fn_forces_the_prefix(plain):
-    dec = whisper_decode_fn(plain, "de-DE", plain.decoding_options(max_new_tokens=6))
+    dec = whisper_decode_fn(plain, "de-DE", decoding_options(plain, max_new_tokens=6))
     audio = noise(1.0, 1)
     first = dec(audio, (), ())
     assert first and all(isinstance(w, str) for w in first)

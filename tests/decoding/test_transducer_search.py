@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 
+from asr_adapt.decoding.decoders import transcribe_batch
 from asr_adapt.decoding.transducer_search import (
     DECODE_MODES,
     SEARCH_METHODS,
@@ -17,6 +18,7 @@ from asr_adapt.decoding.transducer_search import (
     modified_beam_search,
 )
 from asr_adapt.models.base import Hypothesis
+from asr_adapt.routing import Route
 from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.models.transducer.tokenizer import CharTokenizer
 
@@ -73,7 +75,7 @@ def trained():
 ], ids=["full-greedy", "full-ctx-greedy", "full-modbeam4", "full-beam4", "stream-320ms", "stream-160ms-left2"])
 def test_overfit_batch_decodes_to_its_transcripts(trained, opts):
     model, wavs = trained
-    hyps = model.transcribe_batch(wavs, ["xx-XX", None, "yy"], opts)
+    hyps = transcribe_batch(model, wavs, ["xx-XX", None, "yy"], opts, route=["xx-XX", None, "yy"])
     assert [h.text for h in hyps] == TEXTS
     for h, wav in zip(hyps, wavs):
         assert isinstance(h, Hypothesis)
@@ -91,7 +93,7 @@ def test_streaming_emissions_depend_only_on_audio_heard_so_far(trained):
     other = tone_utterance("cab", 1)
     forked = np.concatenate([wavs[0][:cut], other[cut : len(wavs[0])]])
     opts = TransducerDecodingOptions(mode="streaming", chunk_ms=160)
-    a, b = model.transcribe_batch([wavs[0], forked], [None, None], opts)
+    a, b = transcribe_batch(model, [wavs[0], forked], [None, None], opts, route=None)
     early_a = [(tok, t) for tok, t in zip(a.tokens, a.times) if t < 0.32]
     early_b = [(tok, t) for tok, t in zip(b.tokens, b.times) if t < 0.32]
     assert early_a == early_b
@@ -112,8 +114,8 @@ def test_modified_beam_with_beam_1_is_greedy_with_one_symbol_per_frame(trained):
     enc_p, lengths = _second_pass(model, wavs)
     with torch.no_grad():
         opts = TransducerDecodingOptions(method="modified_beam", beam_size=1, max_symbols_per_frame=1)
-        beam = modified_beam_search(model, enc_p, lengths, opts)
-        greedy = greedy_search(model, enc_p, lengths, opts)
+        beam = modified_beam_search(model, enc_p, lengths, opts, Route.base(len(lengths)))
+        greedy = greedy_search(model, enc_p, lengths, opts, Route.base(len(lengths)))
     for b, g in zip(beam, greedy):
         assert b.tokens == g.tokens and b.times == g.times and b.decisions == g.decisions
         assert abs(b.logprob - g.logprob) < 1e-4
@@ -124,8 +126,8 @@ def test_beam_with_beam_1_is_greedy_with_the_same_symbol_cap(trained):
     enc_p, lengths = _second_pass(model, wavs)
     with torch.no_grad():
         opts = TransducerDecodingOptions(method="beam", beam_size=1, max_symbols_per_frame=3)
-        beam = beam_search(model, enc_p, lengths, opts)
-        greedy = greedy_search(model, enc_p, lengths, opts)
+        beam = beam_search(model, enc_p, lengths, opts, Route.base(len(lengths)))
+        greedy = greedy_search(model, enc_p, lengths, opts, Route.base(len(lengths)))
     for b, g in zip(beam, greedy):
         assert b.tokens == g.tokens and b.times == g.times
         assert abs(b.logprob - g.logprob) < 1e-4
@@ -162,9 +164,9 @@ def test_beam_emits_several_symbols_in_one_frame_where_modified_beam_cannot():
     """At 80 ms frames and characters, one symbol per frame deletes characters."""
     model, enc_p, lens = _TwoPerFrame(), torch.zeros(1, 1, 3), torch.tensor([1])
     opts = TransducerDecodingOptions(method="beam", beam_size=4, max_symbols_per_frame=3)
-    assert beam_search(model, enc_p, lens, opts)[0].tokens == [1, 2]
-    assert greedy_search(model, enc_p, lens, opts)[0].tokens == [1, 2]
-    assert modified_beam_search(model, enc_p, lens, opts)[0].tokens == [1]
+    assert beam_search(model, enc_p, lens, opts, Route.base(1))[0].tokens == [1, 2]
+    assert greedy_search(model, enc_p, lens, opts, Route.base(1))[0].tokens == [1, 2]
+    assert modified_beam_search(model, enc_p, lens, opts, Route.base(1))[0].tokens == [1]
 
 
 def test_wider_beam_never_scores_below_beam_1(trained):
@@ -172,8 +174,8 @@ def test_wider_beam_never_scores_below_beam_1(trained):
     enc_p, lengths = _second_pass(model, wavs)
     with torch.no_grad():
         for search in (modified_beam_search, beam_search):
-            one = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=1))
-            four = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=4))
+            one = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=1), Route.base(len(lengths)))
+            four = search(model, enc_p, lengths, TransducerDecodingOptions(beam_size=4), Route.base(len(lengths)))
             assert all(f.logprob >= o.logprob - 1e-6 for f, o in zip(four, one))
 
 
@@ -184,8 +186,9 @@ def test_streaming_decode_matches_offline_first_pass_greedy(trained):
     opts = TransducerDecodingOptions(mode="streaming", chunk_ms=160, left_context_chunks=1)
     with torch.no_grad():
         out = model.encode(feats, lens, opts.chunk_frames(model.config.frame_ms), opts.left_context_chunks, second_pass=False)
-        offline = greedy_search(model, model.joiner.project_encoder(out.first, "first_pass"), out.lengths, opts)
-    streamed = model.transcribe_batch(wavs, [None] * 3, opts)
+        offline = greedy_search(model, model.joiner.project_encoder(out.first, "first_pass"), out.lengths, opts,
+                                Route.base(len(out.lengths)))
+    streamed = transcribe_batch(model, wavs, [None] * 3, opts, route=None)
     for s, o in zip(streamed, offline):
         assert s.tokens == o.tokens and s.times == o.times
 
@@ -219,7 +222,7 @@ def test_output_adapters_route_per_row_in_every_search(trained, opts):
     from asr_adapt.adapters import attach_adapters
 
     model, wavs = trained
-    base = model.transcribe_batch(wavs, [None] * 3, opts)
+    base = transcribe_batch(model, wavs, [None] * 3, opts, route=None)
     adapted = copy.deepcopy(model)
     attach_adapters(adapted, adapted.injection_points(), "lda", {"bottleneck": 4}, ["xx-XX", "yy"],
                     ["first_pass", "second_pass", "output"])
@@ -229,8 +232,8 @@ def test_output_adapters_route_per_row_in_every_search(trained, opts):
             if "lda_" in name and name.endswith("up.weight"):
                 p.copy_(torch.randn(p.shape, generator=g) * (3.0 if "joiner" in name or "predictor" in name else 0.3))
     langs = ["xx-XX", None, "yy"]
-    batch = adapted.transcribe_batch(wavs, langs, opts)
-    alone = [adapted.transcribe_batch([w], [lang], opts)[0] for w, lang in zip(wavs, langs)]
+    batch = transcribe_batch(adapted, wavs, langs, opts, route=langs)
+    alone = [transcribe_batch(adapted, [w], [lang], opts, route=[lang])[0] for w, lang in zip(wavs, langs)]
     assert [h.tokens for h in batch] == [h.tokens for h in alone]
     assert [h.avg_logprob for h in batch] == pytest.approx([h.avg_logprob for h in alone], abs=1e-4)
     assert batch[1].tokens == base[1].tokens  # no adapter: the base model's output

@@ -10,6 +10,7 @@ import torch
 from transformers.generation import GenerationMixin
 
 from asr_adapt import routing
+from asr_adapt.decoding.decoders import transcribe_batch
 from asr_adapt.decoding.options import DecodingOptions
 from asr_adapt.decoding.repetition import compression_ratio, cut_loop, tail_loop
 from asr_adapt.decoding.whisper_decode import detect_language
@@ -39,7 +40,7 @@ def _encode(bb, n=5, context="full"):
 
 def test_greedy_equals_hf_generate(tiny):
     feats, enc, prompts = _encode(tiny)
-    ours = run_search(tiny, enc, prompts, [15] * 5, RAW)
+    ours = run_search(tiny, enc, prompts, [15] * 5, RAW, routing.Route.base(enc.shape[0]))
     ref = GenerationMixin.generate(
         tiny.hf, input_features=feats, decoder_input_ids=prompts, max_new_tokens=15, do_sample=False, num_beams=1
     )[:, prompts.shape[1] :]
@@ -51,8 +52,8 @@ def test_greedy_equals_hf_generate(tiny):
 
 def test_beam_one_equals_greedy(tiny):
     _, enc, prompts = _encode(tiny)
-    greedy = run_search(tiny, enc, prompts, [15] * 5, RAW)
-    beam1 = run_search(tiny, enc, prompts, [15] * 5, dataclasses.replace(RAW, search="beam"))
+    greedy = run_search(tiny, enc, prompts, [15] * 5, RAW, routing.Route.base(enc.shape[0]))
+    beam1 = run_search(tiny, enc, prompts, [15] * 5, dataclasses.replace(RAW, search="beam"), routing.Route.base(enc.shape[0]))
     assert [r.tokens for r in beam1] == [r.tokens for r in greedy]
     for a, b in zip(beam1, greedy):
         assert a.sum_logprob == pytest.approx(b.sum_logprob, abs=1e-4)
@@ -60,8 +61,8 @@ def test_beam_one_equals_greedy(tiny):
 
 def test_beam_search_scores_at_least_greedy(tiny):
     _, enc, prompts = _encode(tiny)
-    greedy = run_search(tiny, enc, prompts, [15] * 5, RAW)
-    beam = run_search(tiny, enc, prompts, [15] * 5, dataclasses.replace(RAW, beam_size=4))
+    greedy = run_search(tiny, enc, prompts, [15] * 5, RAW, routing.Route.base(enc.shape[0]))
+    beam = run_search(tiny, enc, prompts, [15] * 5, dataclasses.replace(RAW, beam_size=4), routing.Route.base(enc.shape[0]))
     assert "beam" in SEARCHES and "greedy" in SEARCHES
     for g, b in zip(greedy, beam):
         if not g.truncated and not b.truncated:
@@ -83,9 +84,8 @@ def test_routing_stays_aligned_when_rows_finish(tiny, beam_size):
         wavs = _wavs([2.0, 1.0, 3.0, 2.5, 1.5])
         locales = ["en-GB", "de-DE", "el-GR", "en-US", "fr-FR"]
         opts = dataclasses.replace(RAW, beam_size=beam_size, max_new_tokens=12)
-        with routing.use(locales):
-            hyps = tiny.transcribe_batch(wavs, locales, opts)
-            assert routing.current() == tuple(locales)  # restored after the decode
+        hyps = transcribe_batch(tiny, wavs, locales, opts, route=locales)
+        assert routing.current() is None  # the route travels with the batch: nothing ambient is left
     finally:
         for h in hooks:
             h.remove()
@@ -108,8 +108,8 @@ def test_pruned_rows_route_to_their_own_locale(tiny):
     try:
         with routing.use(locales):
             enc = tiny.encode(feats)
-            prompts = torch.tensor([tiny.prompt(lang) for lang in langs])
-            res = run_search(tiny, enc, prompts, [15] * 5, RAW)
+        prompts = torch.tensor([tiny.prompt(lang) for lang in langs])
+        res = run_search(tiny, enc, prompts, [15] * 5, RAW, routing.Route(locales))
     finally:
         h.remove()
     lengths = [len(r.tokens) for r in res]
@@ -122,9 +122,9 @@ def test_pruned_rows_route_to_their_own_locale(tiny):
 def test_repetition_guard_stops_a_loop(plain):
     """The plain tiny model repeats one token forever; the guard stops it early."""
     _, enc, prompts = _encode(plain, n=2)
-    looping = run_search(plain, enc, prompts, [60, 60], RAW)
+    looping = run_search(plain, enc, prompts, [60, 60], RAW, routing.Route.base(enc.shape[0]))
     assert all(r.truncated and len(r.tokens) == 60 for r in looping)
-    guarded = run_search(plain, enc, prompts, [60, 60], dataclasses.replace(RAW, repetition_guard=True))
+    guarded = run_search(plain, enc, prompts, [60, 60], dataclasses.replace(RAW, repetition_guard=True), routing.Route.base(enc.shape[0]))
     assert all(r.looped and not r.truncated and len(r.tokens) < 60 for r in guarded)
     assert all(tail_loop(r.tokens, 16, 4, 10) == 0 for r in guarded)
 
@@ -132,9 +132,9 @@ def test_repetition_guard_stops_a_loop(plain):
 def test_fallback_redecodes_loops_at_full_context(plain):
     wavs = _wavs([2.0, 3.0])
     opts = dataclasses.replace(RAW, repetition_guard=True, fallback="full_context", context="dynamic", min_window_s=2.0)
-    hyps = plain.transcribe_batch(wavs, ["en", "de"], opts)
+    hyps = transcribe_batch(plain, wavs, ["en", "de"], opts, route=None)
     assert all(h.fallback and h.looped for h in hyps)
-    none = plain.transcribe_batch(wavs, ["en", "de"], dataclasses.replace(opts, fallback="none"))
+    none = transcribe_batch(plain, wavs, ["en", "de"], dataclasses.replace(opts, fallback="none"), route=None)
     assert not any(h.fallback for h in none)
 
 
@@ -151,7 +151,7 @@ def test_language_detection_restricted_to_language_tokens(tiny):
     _, enc, _ = _encode(tiny, n=3)
     codes = detect_language(tiny, enc)
     assert len(codes) == 3 and all(c in tiny.tokens.lang_to_id for c in codes)
-    hyps = tiny.transcribe_batch(_wavs([2.0, 2.0, 2.0]), [None, "de-DE", None], dataclasses.replace(RAW, max_new_tokens=5))
+    hyps = transcribe_batch(tiny, _wavs([2.0, 2.0, 2.0]), [None, "de-DE", None], dataclasses.replace(RAW, max_new_tokens=5), route=None)
     assert hyps[1].lang == "de-DE"
     assert hyps[0].lang in tiny.tokens.lang_to_id and hyps[2].lang in tiny.tokens.lang_to_id
 
@@ -162,8 +162,7 @@ def test_long_audio_is_chunked_and_joined(tiny):
     seen = []
     h = tiny.encoder.layers[0].register_forward_hook(lambda m, i, o: seen.append(o.shape[0]))
     try:
-        with routing.use(["en-GB", "de-DE"]):
-            hyps = tiny.transcribe_batch(wavs, ["en", "de"], opts)
+        hyps = transcribe_batch(tiny, wavs, ["en", "de"], opts, route=["en-GB", "de-DE"])
     finally:
         h.remove()
     assert seen[0] == 4  # three pieces of the long clip + the short clip, encoded together

@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from asr_adapt import routing
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.models.base import BACKBONES, Hypothesis
 from asr_adapt.models.transducer import (
     PRESETS,
@@ -65,7 +66,7 @@ def test_presets_are_documented_and_valid():
 def test_registered_backbone(model):
     assert BACKBONES.get("transducer") is TransducerBackbone
     assert model.family == "transducer"
-    assert isinstance(model.decoding_options(mode="streaming"), type(model.decoding_options()))
+    assert isinstance(decoding_options(model, mode="streaming"), type(decoding_options(model)))
     assert model.get_submodule(model.feature_module()) is model.cmvn
 
 
@@ -180,8 +181,8 @@ def test_save_load_roundtrip_is_exact(model, tmp_path):
         fa, la = model.features(wavs)
         fb, lb = again.features(wavs)
         assert torch.equal(model.encode(fa, la).second, again.encode(fb, lb).second)
-    ha = model.transcribe_batch(wavs, [None] * 3)
-    hb = again.transcribe_batch(wavs, [None] * 3)
+    ha = transcribe_batch(model, wavs, [None] * 3, route=None)
+    hb = transcribe_batch(again, wavs, [None] * 3, route=None)
     assert [h.tokens for h in ha] == [h.tokens for h in hb]
     assert all(isinstance(h, Hypothesis) for h in ha)
     with pytest.raises(FileNotFoundError):
@@ -231,7 +232,7 @@ def test_block_hook_fires_and_routes_in_offline_and_streaming_paths(model):
     # Decoding in either mode routes through the same hookable blocks.
     handle = model.get_submodule(name).register_forward_hook(hook)
     seen.clear()
-    model.transcribe_batch(wavs, langs, model.decoding_options(mode="streaming", chunk_ms=80))
+    transcribe_batch(model, wavs, langs, decoding_options(model, mode="streaming", chunk_ms=80), route=langs)
     assert seen and all(s[1] == ("ar-EG", "el-GR") for s in seen)
     handle.remove()
 

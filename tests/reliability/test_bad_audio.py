@@ -9,6 +9,7 @@ import pytest
 
 from asr_adapt.cli.main import main
 from asr_adapt.data.kaldi import load_utterances, write_data_dir
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.fileio import read_jsonl
 from tests.reliability.helpers import BAD_AUDIO, FAST, fabricate_bad_audio, run_measured, write_long_wav
 
@@ -130,7 +131,7 @@ def test_long_clip_is_encoded_in_bounded_passes(tiny_model, monkeypatch):
     encode = bb.encode
     monkeypatch.setattr(bb, "encode", lambda feats: (seen.append(feats.shape[0]), encode(feats))[1])
     wav = np.concatenate([np.zeros(16000, np.float32), np.tile(np.float32([0.1, -0.1]), 150 * 16000)])
-    opts = bb.decoding_options(min_window_s=1.0, fallback="none", max_new_tokens=2, language="en")
-    (hyp,) = bb.transcribe_batch([wav], ["en"], opts)
+    opts = decoding_options(bb, min_window_s=1.0, fallback="none", max_new_tokens=2, language="en")
+    (hyp,) = transcribe_batch(bb, [wav], ["en"], opts, route=None)
     assert len(hyp.segments) >= 10 and sum(seen) == len(hyp.segments)
     assert max(seen) <= PIECES_PER_PASS

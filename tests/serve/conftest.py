@@ -24,13 +24,12 @@ def serve_bundle(tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="session")
 def engine(serve_bundle):
-    from asr_adapt.loading import load_model
+    from asr_adapt.decoding.service import Transcriber
     from asr_adapt.serve import ASREngine
 
     base, bundle = serve_bundle
-    bb = load_model("whisper", str(base), str(bundle))
     # Few tokens: random weights never say end-of-text on their own.
-    return ASREngine(bb, bb.decoding_options(max_new_tokens=8))
+    return ASREngine(Transcriber.load("whisper", str(base), str(bundle), options={"max_new_tokens": 8}))
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ import httpx
 import numpy as np
 import pytest
 
-from asr_adapt import routing
+from asr_adapt.decoding.decoders import transcribe_batch
 from asr_adapt.serve import DynamicBatcher, QueueFull, Request, ServeConfig, create_app, serve_in_thread
 from tests.serve.conftest import wav_bytes
 
@@ -19,8 +19,8 @@ WAIT_S = 120  # bound on every wait below (a hang fails the test instead of bloc
 def offline(engine, wav, locale):
     """One request decoded alone, the way asr-adapt decodes offline."""
     key = engine.adapter_for(locale)
-    with routing.use([key]):
-        return engine.backbone.transcribe_batch([wav], [locale], engine.options)[0].text
+    opts = engine.transcriber.options_for(key)
+    return transcribe_batch(engine.backbone, [wav], [locale], opts, route=[key])[0].text
 
 
 def post(client, wav_or_bytes, locale=None, rid=None, name="a.wav"):
@@ -59,9 +59,7 @@ def test_concurrent_mixed_locale_requests_match_offline(engine, clips):
 
 
 def test_request_without_locale_is_language_identified_and_routed(engine, clips):
-    from asr_adapt.serve.engine import whisper_language_id
-
-    code = whisper_language_id(engine.backbone, [clips[1]], engine.options)[0]
+    code = engine.transcriber.identify([clips[1]])[0]
     with serve_in_thread(create_app(engine, ServeConfig())) as url, httpx.Client(base_url=url, timeout=WAIT_S) as c:
         body = post(c, clips[1]).json()
     assert body["detected"] is True and body["language"] == code
@@ -70,8 +68,14 @@ def test_request_without_locale_is_language_identified_and_routed(engine, clips)
 
 
 def test_detected_language_maps_to_adapter_locale(engine):
-    assert engine.adapter_for("el") == "el-GR"  # language -> its only adapter locale
-    assert engine.adapter_for("el-CY") == "el-GR" and engine.adapter_for("fr") is None
+    from asr_adapt.decoding.service import Transcriber
+    from asr_adapt.serve import ASREngine
+
+    assert engine.adapter_for("el") == "el-GR"  # a bare language -> its only adapter locale
+    # Another locale of the language is not served by a sibling unless configured (as in decode).
+    assert engine.adapter_for("el-CY") is None and engine.adapter_for("fr") is None
+    configured = ASREngine(Transcriber(engine.backbone, siblings={"el-CY": "el-GR"}))
+    assert configured.adapter_for("el-CY") == "el-GR" and configured.adapter_for("el-GR") == "el-GR"
 
 
 def test_bad_uploads_get_400_with_reason_and_server_keeps_serving(engine, clips):
@@ -184,8 +188,8 @@ def test_bounded_queue_raises_queue_full():
 def test_cli_flags_come_from_the_config():
     from asr_adapt.cli.main import build_parser
 
-    args = build_parser().parse_args(["serve", "--max-batch", "4", "--language-locales", "pt=pt-BR,el=el-GR"])
-    assert (args.max_batch, args.host, args.language_locales) == (4, "127.0.0.1", {"pt": "pt-BR", "el": "el-GR"})
+    args = build_parser().parse_args(["serve", "--max-batch", "4", "--siblings", "pt=pt-BR,el=el-GR"])
+    assert (args.max_batch, args.host, args.siblings) == (4, "127.0.0.1", {"pt": "pt-BR", "el": "el-GR"})
 
 
 def test_commands_work_without_the_serve_extra():

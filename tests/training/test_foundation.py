@@ -12,6 +12,7 @@ import yaml
 
 from asr_adapt.cli.main import main as cli_main
 from asr_adapt.data.kaldi import load_utterances
+from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.training import foundation as fd
 from asr_adapt.training.cli import run_train
@@ -74,7 +75,7 @@ def test_full_finetune_checkpoint_exports_to_model_dir(pretrained):
     torch.testing.assert_close(model.cmvn.mean, init.cmvn.mean, rtol=0, atol=0)
     wav = np.sin(np.arange(16000) / 16000 * 2 * np.pi * 300).astype(np.float32) * 0.3
     for mode in ("full", "streaming"):
-        (hyp,) = model.transcribe_batch([wav], ["en-US"], model.decoding_options(mode=mode, chunk_ms=160))
+        (hyp,) = transcribe_batch(model, [wav], ["en-US"], decoding_options(model, mode=mode, chunk_ms=160), route=None)
         assert isinstance(hyp.text, str)
 
 

@@ -41,17 +41,17 @@ def test_keep_top_percent_per_locale():
 
 
 def test_pseudo_label_job_writes_data_and_resumes(tmp_path):
+    from asr_adapt.decoding.service import Transcriber
     from asr_adapt.loading import load_model
     from asr_adapt.training.pseudo_label import pseudo_label
 
     model = tiny_whisper_dir(tmp_path / "tiny")
     src = make_data(tmp_path / "unlab", per_locale=3, text=False)
     (src / "wav" / "el-GR-s0-u000.wav").write_bytes(b"not audio")  # a corrupt file is recorded, not fatal
-    teacher = load_model("whisper", str(model))
-    opts = teacher.decoding_options(max_new_tokens=6)
+    teacher = Transcriber(load_model("whisper", str(model)), {"max_new_tokens": 6})
     # Keep everything the random teacher says, so the data dir is non-empty.
     keep_all = FilterConfig(min_cps=0.0, max_cps=1e9, max_compression_ratio=1e9, require_lang_match=False)
-    summary, report = pseudo_label(teacher, src, tmp_path / "pl", opts, keep_all, batch_size=2)
+    summary, report = pseudo_label(teacher, src, tmp_path / "pl", keep_all, batch_size=2)
     assert summary.decoded == 6 and summary.failed == 1
     hyps = [json.loads(x) for x in (tmp_path / "pl" / "hyp.jsonl").read_text().splitlines()]
     assert len(hyps) == 5 and len({h["utt_id"] for h in hyps}) == 5
@@ -61,6 +61,6 @@ def test_pseudo_label_job_writes_data_and_resumes(tmp_path):
     assert kept == {h["utt_id"] for h in hyps if h["text"].strip()}
     assert sum(sum(c.values()) for c in report.values()) == 5
     # Re-run: everything is already done, nothing is decoded again, outputs unchanged.
-    summary2, _ = pseudo_label(teacher, src, tmp_path / "pl", opts, keep_all, batch_size=2)
+    summary2, _ = pseudo_label(teacher, src, tmp_path / "pl", keep_all, batch_size=2)
     assert summary2.decoded == 0 and summary2.skipped_done == 6
     assert len((tmp_path / "pl" / "hyp.jsonl").read_text().splitlines()) == 5

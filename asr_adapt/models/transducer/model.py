@@ -28,7 +28,7 @@ from torch import nn
 
 from asr_adapt import routing
 from asr_adapt.fileio import atomic_write, atomic_write_json
-from asr_adapt.models.base import BACKBONES, Backbone, Hypothesis, InjectionPoints
+from asr_adapt.models.base import BACKBONES, Backbone, InjectionPoints
 from asr_adapt.models.transducer.cascade import CascadedEncoder, EncoderOutput, StreamingState
 from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
 from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
@@ -205,23 +205,6 @@ class TransducerBackbone(Backbone):
 
     def compute_loss(self, wavs, texts, langs) -> torch.Tensor:
         return self.loss_terms(wavs, texts, langs)["loss"]
-
-    # ------------------------------------------------------------------ decoding
-    def transcribe_batch(self, wavs, langs, options=None) -> list[Hypothesis]:
-        """Decode with a :class:`~asr_adapt.decoding.transducer_search.TransducerDecodingOptions`.
-
-        The search strategies live in the decoding package (as whisper binds its decode
-        function to the model); imported here lazily so importing models stays light.
-        """
-        from asr_adapt.decoding.transducer_search import transcribe
-
-        return transcribe(self, wavs, langs, options if options is not None else self.decoding_options())
-
-    def decoding_options(self, **overrides):
-        """:class:`~asr_adapt.decoding.transducer_search.TransducerDecodingOptions` with ``overrides``."""
-        from asr_adapt.decoding.transducer_search import TransducerDecodingOptions
-
-        return TransducerDecodingOptions(**overrides)
 
     # ------------------------------------------------------------------ adapters
     def feature_module(self) -> str | None:

@@ -12,13 +12,21 @@
 #   4. export the best checkpoint (stage 6), decode the held-out-voice test set in both modes on
 #      the GPU and write the CER table.
 #
-# Usage (from egs/synth_tail/asr2):  local/pretrain_gpu.sh [--budget 390] [--nj 16] [--exp exp_gpu]
+# Usage (from egs/synth_tail/asr2):
+#   local/pretrain_gpu.sh [--budget 390 | --steps 3000] [--envelope 1.5] [--nj 16] [--exp exp_gpu]
+# --steps fixes the step count (and the LR schedule) instead of fitting it to a wall-clock budget:
+# the same command then trains the same schedule on any GPU (what a reproduction needs).
+# --envelope A trains with the random spectral-envelope augmentation from step 0 (amplitude A).
 # Timings of each phase go to $exp/timings.tsv; steps/s and GPU utilisation to the training log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
 
-budget=390          # seconds of pretraining (training + validation)
+budget=390          # seconds of pretraining (training + validation); ignored with --steps
+steps=""            # fixed step count (overrides --budget)
+envelope=""         # spectral-envelope augmentation amplitude (log-mel nats); empty: none
+warmup=300
+decode_only=false   # true: only decode + score an exported $exp/foundation (e.g. after a timeout)
 nj=16               # synthesis processes
 train_utts=6000
 train_speakers=32
@@ -33,7 +41,7 @@ trainer_conf=../../../recipes/common/trainer_gpu.yaml
 
 mkdir -p "$exp"
 timings="$exp/timings.tsv"
-: > "$timings"
+[ "$decode_only" = true ] || : > "$timings"
 phase() {  # phase NAME CMD...: run and record its wall seconds
   local name=$1 t0=$SECONDS
   shift
@@ -41,14 +49,19 @@ phase() {  # phase NAME CMD...: run and record its wall seconds
   printf '%s\t%d\n' "$name" $((SECONDS - t0)) | tee -a "$timings"
 }
 
+if [ "$decode_only" != true ]; then
 phase synthesis ./run.sh --pretrain true --stage 0 --stop-stage 0 --data "$data" --exp "$exp" --nj "$nj" \
   --train-utts "$train_utts" --train-speakers "$train_speakers"
 phase tokenizer_init ./run.sh --pretrain true --stage 1 --stop-stage 2 --data "$data" --exp "$exp"
+if [ -n "$steps" ]; then pace=(--pretrain-steps "$steps"); else pace=(--pretrain-steps 1000000 --pretrain-budget "$budget"); fi
+aug=""
+[ -n "$envelope" ] && aug="--model.init_args.feature_augment {\"spectral_envelope\":$envelope}"
 phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$data" --exp "$exp" \
-  --trainer-conf "$trainer_conf" --batch-seconds "$batch_seconds" --pretrain-steps 1000000 \
-  --pretrain-val-every "$val_every" --pretrain-full-context "$full_context" --pretrain-budget "$budget" \
-  --pretrain-args "--data.feature_cache true --data.num_workers 4 --trainer.precision 32-true"
+  --trainer-conf "$trainer_conf" --batch-seconds "$batch_seconds" "${pace[@]}" --pretrain-warmup "$warmup" \
+  --pretrain-val-every "$val_every" --pretrain-full-context "$full_context" \
+  --pretrain-args "--data.feature_cache true --data.num_workers 4 --trainer.precision 32-true $aug"
 phase export ./run.sh --pretrain true --stage 6 --stop-stage 6 --data "$data" --exp "$exp"
+fi
 
 score="$exp/foundation_score"
 decode_test() {
@@ -61,7 +74,13 @@ decode_test() {
     asr-adapt score "$data/test" "$exp/foundation_test_$mode" --name "foundation-$mode" -o "$score" \
       --no-plots > /dev/null
   done
+  # Dev (full context): the number a reproduction is judged on.
+  asr-adapt decode "$data/dev" -o "$exp/foundation_dev_full" --backbone transducer \
+    --model "$exp/foundation" --device "$device" --mode full --no-progress
+  asr-adapt score "$data/dev" "$exp/foundation_dev_full" --name "foundation-dev-full" -o "$exp/foundation_dev_score" \
+    --no-plots > /dev/null
 }
 phase test_decode decode_test
 python3 local/cer_table.py "$score" --systems foundation-full foundation-streaming | tee "$score/cer-table.md"
+python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full | tee "$exp/foundation_dev_score/cer-table.md"
 cat "$timings"
