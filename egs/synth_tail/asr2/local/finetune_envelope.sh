@@ -2,7 +2,7 @@
 # Second stage of the shipped foundation: fine-tune a pretrained foundation on fresh speech of
 # 32 training voices per head locale with the random spectral-envelope augmentation (a voice
 # whose equaliser no training voice has, espeak-ng's m8, is the held-out voice the
-# GPU-pretrained model failed on: RESULTS.md section 3c). With --arm plain the same run without
+# GPU-pretrained model failed on: RESULTS.md section 3). With --arm plain the same run without
 # the augmentation (the control).
 #
 # Usage (from egs/synth_tail/asr2):
