@@ -15,8 +15,16 @@ $(STAMP): pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[all]'
 	@touch $(STAMP)
 
+# Extra synthesis engines for `asr-adapt synth --engines` (asr_adapt/data/tts_engines.py).
+# Optional: synth and its tests run with espeak-ng alone, so a failed install only prints a note.
+EXTRA_TTS := flite festival festvox-kallpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k \
+	festvox-czech-dita festvox-czech-machac festvox-ru
+
 sysdeps:
 	@bash tools/install_sysdeps.sh
+	@dpkg -s $(EXTRA_TTS) >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(EXTRA_TTS) >/dev/null; } || \
+	  echo "note: optional TTS engines missing; to add them: sudo apt-get install -y $(EXTRA_TTS)" >&2
 
 demo: setup
 	cd egs/synth_tail/asr1 && ./run.sh --quick true

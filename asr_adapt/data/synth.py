@@ -1,49 +1,61 @@
-"""Synthetic multilingual dictation corpus: Faker text spoken by espeak-ng, as Kaldi data dirs.
+"""Synthetic multilingual dictation corpus: Faker text spoken by TTS engines, as Kaldi data dirs.
 
 Layout written under ``OUT``::
 
     OUT/synth.json                 the config and per-split, per-locale counts
     OUT/wav/<split>/<locale>/<utt>.wav   16 kHz mono 16-bit PCM
-    OUT/<split>/{wav.scp,text,utt2spk,spk2utt,utt2lang,utt2dur,utt2condition}
+    OUT/<split>/{wav.scp,text,utt2spk,spk2utt,utt2lang,utt2dur,utt2condition,utt2engine}
+    OUT/<split>/utt2variety        what the variety stages did (only with a variety preset)
     OUT/unlabelled/.text_hidden    transcripts of the unlabelled split (no ``text`` file),
                                    for analysing pseudo-labels only
 
-Speakers are espeak-ng voice variants with a rate and a pitch; the speaker id
-``<locale>-<variant>-r<rate>-p<pitch>`` prefixes each utterance id (Kaldi convention), and
-dev/test variants never occur in train (:data:`~asr_adapt.data.locales.SPLIT_VARIANTS`).
-Each utterance gets an acoustic condition from :data:`~asr_adapt.data.augment.CONDITIONS`.
+Speakers are a synthesis engine's voice with a rate and a pitch
+(:mod:`~asr_adapt.data.tts_engines`); the speaker id ``<locale>-<voice>-r<rate>-p<pitch>``
+(espeak-ng voices are its variants, ``m3``; others are ``<engine>_<voice>``) prefixes each
+utterance id (Kaldi convention), and dev/test voices never occur in train. With several
+engines each split's speakers alternate between them; ``holdout_engine`` keeps one engine
+out of train and unlabelled and makes it the only one in dev and test, for every locale it
+speaks. Each utterance gets an acoustic condition from
+:data:`~asr_adapt.data.augment.CONDITIONS`, then, with a variety preset
+(:mod:`~asr_adapt.data.variety`), pauses, a room, noise and a channel.
 
 Everything random is seeded per utterance from ``(seed, locale, split, index)``, so output
-bytes do not depend on ``jobs`` or on which other locales are generated.
+bytes do not depend on ``jobs`` or on which other locales are generated. The variety stages
+draw from their own generator, so with the defaults (espeak-ng alone, variety ``none``) the
+bytes are those of corpora made before engines and variety existed.
 """
 
 from __future__ import annotations
 
 import hashlib
-import io
+import logging
 import random
 import shutil
-import subprocess
 from collections.abc import Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
+from itertools import zip_longest
 from pathlib import Path
 
 import numpy as np
-import soundfile as sf
-from scipy.signal import resample_poly
 
 from asr_adapt.data.audio import SAMPLE_RATE, write_wav
 from asr_adapt.data.augment import CONDITIONS, normalise_peak
+from asr_adapt.data.degrade import available_channels, reverberate, synthetic_rir
 from asr_adapt.data.kaldi import write_data_dir
 from asr_adapt.data.locales import LOCALES, PITCHES, RATES, SPLIT_VARIANTS
 from asr_adapt.data.synth_text import TEXT_KINDS, make_text
 from asr_adapt.data.tables import write_table
+from asr_adapt.data.tts_engines import ENGINES
 from asr_adapt.data.types import Utterance
+from asr_adapt.data.variety import VARIETY, add_noise_and_channel, describe, make_babble, speak_with_pauses
 from asr_adapt.fileio import atomic_write_json
 
-ESPEAK_RATE = 22050
+log = logging.getLogger(__name__)
+
 HIDDEN_TEXT = ".text_hidden"
+EVAL_SPLITS = ("dev", "test")
+BABBLE_ENGINE = "espeak-ng"  # always installed, fast, and babble voices come from its train variants
 
 
 @dataclass(frozen=True)
@@ -77,6 +89,13 @@ class SynthConfig:
         default_factory=lambda: {"sentence": 0.6, "name": 0.2, "address": 0.2},
         metadata={"help": "text kind -> relative weight"},
     )
+    engines: tuple[str, ...] = field(
+        default=("espeak-ng",), metadata={"help": "synthesis engines (tts_engines.ENGINES); speakers alternate"}
+    )
+    holdout_engine: str | None = field(
+        default=None, metadata={"help": "engine kept out of train/unlabelled and alone in dev/test (one of engines)"}
+    )
+    variety: str = field(default="none", metadata={"help": "variety preset (variety.VARIETY): none or wide"})
 
     def __post_init__(self) -> None:
         for tag in self.locales:
@@ -88,6 +107,14 @@ class SynthConfig:
             CONDITIONS.get(name)
         for name in self.text_kinds:
             TEXT_KINDS.get(name)
+        for name in self.engines:
+            ENGINES.get(name)
+        VARIETY.get(self.variety)
+        if not self.engines or len(set(self.engines)) != len(self.engines):
+            raise ValueError("engines must be non-empty and unique")
+        if self.holdout_engine is not None and (self.holdout_engine not in self.engines or len(self.engines) < 2):
+            raise ValueError(f"holdout_engine {self.holdout_engine!r} must be one of at least two engines "
+                             f"(engines: {', '.join(self.engines)})")
         if self.train_utts_per_locale is not None and self.train_utts_per_locale < 1:
             raise ValueError("train_utts_per_locale must be >= 1")
         if self.utts_per_locale < 1 or self.jobs < 1 or self.speakers_per_split < 1 or (self.train_speakers or 1) < 1:
@@ -115,6 +142,7 @@ class UttJob:
     split: str
     locale: str
     speaker: str
+    engine: str
     variant: str
     rate: int
     pitch: int
@@ -122,6 +150,7 @@ class UttJob:
     wav_path: str
     conditions: tuple[tuple[str, float], ...]
     text_kinds: tuple[tuple[str, float], ...]
+    variety: str = "none"
 
 
 def derive_seed(*parts: object) -> int:
@@ -130,44 +159,72 @@ def derive_seed(*parts: object) -> int:
     return int.from_bytes(digest[:8], "little") >> 1
 
 
+def split_engines(config: SynthConfig, split: str) -> tuple[str, ...]:
+    """Engines that may voice ``split``: all of them, or with a held-out engine, that engine
+    alone in dev/test and every other one elsewhere."""
+    if config.holdout_engine is None:
+        return config.engines
+    if split in EVAL_SPLITS:
+        return (config.holdout_engine,)
+    return tuple(e for e in config.engines if e != config.holdout_engine)
+
+
+def _engine_voices(config: SynthConfig, locale: str, split: str) -> dict[str, tuple[str, ...]]:
+    voices = {}
+    for name in split_engines(config, split):
+        engine = ENGINES.get(name)
+        v = engine.voices(locale, split)
+        if not v and name == config.holdout_engine:
+            v = engine.all_voices(locale)  # no voice of a held-out engine is ever heard in train
+        if v:
+            voices[name] = v
+    if not voices and split in EVAL_SPLITS and config.holdout_engine is not None:
+        # The held-out engine does not speak this locale: its dev/test keep the other engines'
+        # held-out voices (utt2engine says which engine each utterance came from).
+        log.warning("%s: holdout engine %s does not speak it; %s uses the other engines",
+                    locale, config.holdout_engine, split)
+        voices = {e: ENGINES.get(e).voices(locale, split) for e in config.engines if e != config.holdout_engine}
+        voices = {e: v for e, v in voices.items() if v}
+    if not voices:
+        raise ValueError(f"no engine of {', '.join(config.engines)} has {split} voices for {locale}")
+    return voices
+
+
+def _speaker_id(locale: str, engine: str, voice: str, rate: int, pitch: int) -> str:
+    # espeak-ng keeps its historical ids (``el-GR-m3-r155-p45``); other voices name their engine.
+    name = voice if engine == "espeak-ng" else f"{engine}_{voice}"
+    return f"{locale}-{name}-r{rate:03d}-p{pitch:02d}"
+
+
 def plan(config: SynthConfig, out: Path) -> list[UttJob]:
     """All utterances to make, in a fixed order."""
+    preset = VARIETY.get(config.variety)
     jobs = []
     for split in config.splits:
         for locale in config.locales:
             n = config.count(locale, split)
             rng = random.Random(derive_seed(config.seed, locale, split, "speakers"))
-            combos = [(v, r, p) for v in SPLIT_VARIANTS[split] for r in RATES for p in PITCHES]
             k = config.train_speakers if split == "train" and config.train_speakers else config.speakers_per_split
-            speakers = rng.sample(combos, k=min(k, n, len(combos)))
+            # Each engine's speakers are sampled on their own and then interleaved, so engines
+            # with few voices still get their share; with one engine this is the original draw.
+            per_engine = []
+            for engine, voices in _engine_voices(config, locale, split).items():
+                combos = [(engine, v, r, p) for v in voices for r in preset.rates for p in preset.pitches]
+                per_engine.append(rng.sample(combos, k=min(k, n, len(combos))))
+            speakers = [s for group in zip_longest(*per_engine) for s in group if s is not None][: min(k, n)]
             for i in range(n):
-                variant, rate, pitch = speakers[i % len(speakers)]
-                spk = f"{locale}-{variant}-r{rate:03d}-p{pitch:02d}"
+                engine, variant, rate, pitch = speakers[i % len(speakers)]
+                spk = _speaker_id(locale, engine, variant, rate, pitch)
                 utt = f"{spk}-{split}{i:05d}"
                 jobs.append(UttJob(
-                    utt_id=utt, split=split, locale=locale, speaker=spk, variant=variant, rate=rate, pitch=pitch,
-                    seed=derive_seed(config.seed, locale, split, i),
+                    utt_id=utt, split=split, locale=locale, speaker=spk, engine=engine, variant=variant,
+                    rate=rate, pitch=pitch, seed=derive_seed(config.seed, locale, split, i),
                     wav_path=str(out / "wav" / split / locale / f"{utt}.wav"),
                     conditions=tuple(sorted(config.conditions.items())),
                     text_kinds=tuple(sorted(config.text_kinds.items())),
+                    variety=config.variety,
                 ))
     return jobs
-
-
-def speak(text: str, voice: str, variant: str, rate: int, pitch: int) -> np.ndarray:
-    """espeak-ng speech as (N,) float32 at 16 kHz."""
-    cmd = ["espeak-ng", "-v", f"{voice}+{variant}", "-s", str(rate), "-p", str(pitch), "--stdout", "--stdin"]
-    try:
-        proc = subprocess.run(cmd, input=text.encode("utf-8"), capture_output=True, timeout=60)
-    except FileNotFoundError:
-        raise RuntimeError("espeak-ng is not installed (apt-get install espeak-ng)") from None
-    if proc.returncode != 0 or not proc.stdout:
-        raise RuntimeError(f"espeak-ng failed for voice {voice}+{variant}: {proc.stderr.decode(errors='replace')}")
-    wav, sr = sf.read(io.BytesIO(proc.stdout), dtype="float32")
-    if sr != ESPEAK_RATE:
-        raise RuntimeError(f"espeak-ng produced {sr} Hz audio, expected {ESPEAK_RATE}")
-    # 22050 -> 16000 Hz is exactly 320/441; polyphase resampling is deterministic and fast.
-    return resample_poly(wav, 320, 441).astype(np.float32)
 
 
 _FAKERS: dict[str, object] = {}
@@ -183,21 +240,50 @@ def _faker(locale: str):
     return _FAKERS[locale]
 
 
-def synthesize_one(job: UttJob) -> dict:
-    """Make one utterance's WAV; returns its ``utt_id``, ``text``, ``kind``, ``condition``, ``duration``."""
-    spec = LOCALES.get(job.locale)
+def _text(locale: str, seed: int, kinds: dict[str, float]) -> tuple[str, str]:
+    spec = LOCALES.get(locale)
     fake = _faker(spec.faker)
-    fake.seed_instance(job.seed)
-    text, kind = make_text(fake, random.Random(job.seed), spec, dict(job.text_kinds))
-    wav = speak(text, spec.voice, job.variant, job.rate, job.pitch)
+    fake.seed_instance(seed)
+    return make_text(fake, random.Random(seed), spec, kinds)
+
+
+def _babble(job: UttJob, n_samples: int, talkers: int, rng: np.random.Generator) -> np.ndarray:
+    """Babble of other sentences in the utterance's language, spoken by espeak-ng train voices
+    (never a held-out voice, whichever split the babble lands in)."""
+    spec = LOCALES.get(job.locale)
+
+    def talk(t: int) -> np.ndarray:
+        seed = derive_seed(job.seed, "babble", t)
+        text, _ = _text(job.locale, seed, {"sentence": 1.0})
+        r = random.Random(seed)
+        voice = r.choice(SPLIT_VARIANTS["train"])
+        return ENGINES.get(BABBLE_ENGINE).speak(text, spec, voice, r.choice(RATES), r.choice(PITCHES))
+
+    return make_babble(talk, n_samples, talkers, rng)
+
+
+def synthesize_one(job: UttJob) -> dict:
+    """Make one utterance's WAV; returns its ``utt_id``, ``text``, ``kind``, ``condition``,
+    ``variety`` (the utt2variety line), ``duration``."""
+    spec = LOCALES.get(job.locale)
+    text, kind = _text(job.locale, job.seed, dict(job.text_kinds))
+    # The variety stages have their own generator: the legacy stream below stays as it was.
+    vrng = np.random.default_rng(derive_seed(job.seed, "variety"))
+    draw = VARIETY.get(job.variety).draw(len(text.split()), vrng)
+    engine = ENGINES.get(job.engine)
+    wav = speak_with_pauses(lambda t: engine.speak(t, spec, job.variant, job.rate, job.pitch), text, draw.pauses)
+    if draw.rt60 is not None:
+        wav = reverberate(wav, synthetic_rir(draw.rt60, SAMPLE_RATE, vrng, draw.drr_db))
     rng = np.random.default_rng(job.seed)
     names = [n for n, _ in job.conditions]
     weights = np.array([w for _, w in job.conditions], dtype=np.float64)
     condition = names[rng.choice(len(names), p=weights / weights.sum())]
     wav = CONDITIONS.get(condition)(wav, SAMPLE_RATE, rng)
+    wav, channel = add_noise_and_channel(wav, draw, vrng, lambda n, t: _babble(job, n, t, vrng))
     wav = normalise_peak(wav, float(rng.uniform(0.3, 0.9)))
     write_wav(job.wav_path, wav)
-    return {"utt_id": job.utt_id, "text": text, "kind": kind, "condition": condition, "duration": len(wav) / SAMPLE_RATE}
+    return {"utt_id": job.utt_id, "text": text, "kind": kind, "condition": condition,
+            "variety": describe(draw, channel), "duration": len(wav) / SAMPLE_RATE}
 
 
 def synthesize(out: str | Path, config: SynthConfig = SynthConfig(), overwrite: bool = False,
@@ -206,9 +292,13 @@ def synthesize(out: str | Path, config: SynthConfig = SynthConfig(), overwrite: 
 
     Raises:
         FileExistsError: a split dir already exists and ``overwrite`` is False.
+        RuntimeError: a requested engine cannot run here.
     """
     from tqdm import tqdm
 
+    missing = [m for m in (ENGINES.get(e).missing() for e in config.engines) if m]
+    if missing:
+        raise RuntimeError("; ".join(missing))
     out = Path(out).resolve()
     existing = [s for s in config.splits if (out / s).exists()]
     if existing and not overwrite:
@@ -231,6 +321,8 @@ def synthesize(out: str | Path, config: SynthConfig = SynthConfig(), overwrite: 
     bar.close()
     counts = _write_splits(out, config, jobs, results)
     meta = asdict(config) | {"counts": counts, "sample_rate": SAMPLE_RATE}
+    if config.variety != "none":
+        meta["channels_available"] = list(available_channels())  # a codec missing here changes the corpus
     atomic_write_json(out / "synth.json", meta)
     return counts
 
@@ -248,6 +340,9 @@ def _write_splits(out: Path, config: SynthConfig, jobs: list[UttJob], results: l
         d = out / split
         write_data_dir(d, utts)
         write_table(d / "utt2condition", {j.utt_id: r["condition"] for j, r in pairs})
+        write_table(d / "utt2engine", {j.utt_id: j.engine for j in jobs if j.split == split})
+        if config.variety != "none":
+            write_table(d / "utt2variety", {j.utt_id: r["variety"] for j, r in pairs})
         if not labelled:
             write_table(d / HIDDEN_TEXT, {j.utt_id: r["text"] for j, r in pairs})
         counts[split] = {loc: sum(1 for j, _ in pairs if j.locale == loc) for loc in config.locales}
