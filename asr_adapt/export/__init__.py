@@ -7,6 +7,11 @@ Formats are registered (:data:`FORMATS`) with the adapter types they can carry:
 * ``ct2`` - a CTranslate2 directory (``faster_whisper.WhisperModel``), converted by
   CTranslate2's own converter with its quantisation.
 
+Both carry asr-adapt's decoding settings (greedy search, its token suppression and cap) in
+the runtimes' own config files (:mod:`asr_adapt.export.decoding`), so a runtime called with
+little more than a language decodes as asr-adapt does; ``--check`` measures that
+(:mod:`asr_adapt.export.parity`).
+
 Typical use::
 
     export_model("whisper-base", "exp/adapters", "el-GR", "exp/export/el-GR-ct2", fmt="ct2", quantization="int8")

@@ -1,5 +1,6 @@
 """CTranslate2 (faster-whisper) export: the merged Hugging Face directory, converted by
-CTranslate2's own converter so the result is exactly what its runtime expects."""
+CTranslate2's own converter so the result is exactly what its runtime expects, with
+asr-adapt's token suppression in its ``config.json`` (:mod:`asr_adapt.export.decoding`)."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
+from asr_adapt.export.decoding import apply_to_ct2_config, export_decoding
 from asr_adapt.export.hf import MergedModel, save_hf
 
 # faster-whisper reads the tokenizer and, for the mel count, the feature extractor config
@@ -29,5 +31,6 @@ def save_ct2(merged: MergedModel, out_dir: Path, quantization: str = "float32") 
         TransformersConverter(str(hf_dir), copy_files=copy, load_as_float16=False).convert(
             str(out_dir), quantization=quantization, force=True  # out_dir is our own empty temp dir
         )
+        apply_to_ct2_config(out_dir, export_decoding(merged.backbone))
     finally:
         shutil.rmtree(hf_dir, ignore_errors=True)

@@ -3,7 +3,9 @@
 The result is what ``WhisperForConditionalGeneration.from_pretrained`` and
 ``transformers.pipeline("automatic-speech-recognition", ...)`` load with no asr-adapt code:
 the merged weights in a freshly built model (no adapter parameters, no hooks), plus the
-base directory's tokenizer, feature extractor and generation config.
+base directory's tokenizer and feature extractor, and its generation config with asr-adapt's
+decoding settings written in (:mod:`asr_adapt.export.decoding`), so a pipeline given only a
+language searches and suppresses tokens as asr-adapt does.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from asr_adapt.adapters import (
     read_meta,
     resolve_locale,
 )
+from asr_adapt.export.decoding import apply_to_generation_config, export_decoding
 
 log = logging.getLogger(__name__)
 
@@ -145,6 +148,7 @@ def save_hf(merged: MergedModel, out_dir: Path, quantization: str = "float32") -
     bb = merged.backbone
     model = clean_model(bb, DTYPES[quantization])
     model.generation_config = whisper_generation_config(merged.base_dir, bb.tokenizer, bb.hf.config)
+    apply_to_generation_config(model.generation_config, export_decoding(bb))
     model.save_pretrained(str(out_dir))
     for name in SIDE_FILES:
         if (merged.base_dir / name).is_file():

@@ -39,6 +39,33 @@ def tiny_dir(path: Path, init_std: float = 0.5) -> Path:
     return path
 
 
+def prefer_token(base: Path, out: Path, token: str, margin: float = 10.0) -> Path:
+    """Copy of ``base`` whose decoder ranks ``token`` (e.g. ``"<|en|>"``) first at every step.
+
+    The output projection is tied to the token embeddings: a large final-LayerNorm bias along
+    ``token``'s (rescaled) embedding lifts that token's logit above every other one. A runtime
+    that does not suppress the token emits it; asr-adapt's mask removes it.
+    """
+    import shutil
+
+    from transformers import WhisperForConditionalGeneration, WhisperTokenizer
+
+    tok = WhisperTokenizer.from_pretrained(str(base))
+    model = WhisperForConditionalGeneration.from_pretrained(str(base))
+    emb, norm = model.model.decoder.embed_tokens.weight, model.model.decoder.layer_norm
+    with torch.no_grad():
+        row = emb[tok.convert_tokens_to_ids(token)]
+        # Twice a random row's norm (init_std=0.5, d=64): the token's logit gains 8 * margin, a
+        # random token's margin * N(0, 0.5), too little to overtake it.
+        row.mul_(8.0 / row.norm())
+        norm.bias.add_(margin * row / row.norm())
+    model.save_pretrained(str(out))
+    for f in base.iterdir():  # tokenizer and feature extractor files
+        if not (out / f.name).exists():
+            shutil.copy2(f, out / f.name)
+    return out
+
+
 def make_bundle(base: Path, out: Path, adapter: str, conf: dict, locales=LOCALES, seed: int = 0) -> Path:
     """Attach ``adapter`` for ``locales`` with random (non-identity) weights and save it."""
     from asr_adapt.models.whisper import WhisperBackbone

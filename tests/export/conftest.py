@@ -1,4 +1,4 @@
-"""Fixtures: a tiny random Whisper directory with LoRA, S2-LoRA and LDA adapter bundles."""
+"""Fixtures: tiny random Whisper directories with LoRA, S2-LoRA and LDA adapter bundles."""
 
 from __future__ import annotations
 
@@ -34,6 +34,17 @@ def smooth_s2lora_bundle(smooth_base, tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def lora_bundle(tiny_base, tmp_path_factory) -> Path:
     return bundles.make_bundle(tiny_base, tmp_path_factory.mktemp("ad") / "lora", "lora", {"rank": 4})
+
+
+@pytest.fixture(scope="session")
+def chatty_base(tiny_base, tmp_path_factory) -> Path:
+    # Its decoder ranks <|en|> first at every step: only asr-adapt's suppression list stops it.
+    return bundles.prefer_token(tiny_base, tmp_path_factory.mktemp("tiny") / "whisper-tiny-chatty", "<|en|>")
+
+
+@pytest.fixture(scope="session")
+def chatty_lora_bundle(chatty_base, tmp_path_factory) -> Path:
+    return bundles.make_bundle(chatty_base, tmp_path_factory.mktemp("ad") / "lora", "lora", {"rank": 4})
 
 
 @pytest.fixture(scope="session")
