@@ -1,19 +1,21 @@
 """Language identification accuracy per locale: zero-shot vs candidate-restricted vs adapter-aware.
 
-    python bench/lid_accuracy.py DATA --adapters BUNDLE [--model whisper-base] [--candidates el-GR,uk-UA,...]
-        [--out bench/results/lid.json]
+    python bench/lid_accuracy.py TEST --dev DEV --adapters BUNDLE [--model whisper-base]
+        [--candidates el-GR,uk-UA,...] [--out bench/results/lid.json]
 
-DATA is a Kaldi data dir or manifest with utt2lang (held-out voices). Each utterance is
-identified three ways through the decode service (`Transcriber.identify`):
+TEST and DEV are Kaldi data dirs or manifests with locales (held-out voices). Each utterance is
+identified three ways through the decode service (`Transcriber`):
 
 * zero-shot: the base model's most likely language among all it knows;
 * candidates: the most likely language among the candidate locales' languages (default: the
-  locales present in DATA, i.e. the bundle's locales plus the head locales being served);
-* adapter-aware: the candidates' top-3 rescored by decoding the first 10 s with each
-  candidate's own adapter (mean token log-probability).
+  locales present in TEST, i.e. the bundle's locales plus the head locales being served);
+* adapter-aware: the candidates' top 3 rescored with ``log P_base(language) + w * mean token
+  log-prob`` of decoding the first 10 s with each candidate's own adapter
+  (`asr_adapt.decoding.service.pick_candidate`). ``w`` is chosen on DEV (best macro accuracy
+  over a fixed grid) and only then applied to TEST.
 
 A prediction is correct when its language equals the utterance locale's language. Writes a
-JSON report and prints a Markdown table (one row per locale, plus the macro average).
+JSON report (raw per-utterance scores included) and prints Markdown tables.
 """
 
 from __future__ import annotations
@@ -27,65 +29,121 @@ from pathlib import Path
 
 import torch
 
+WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 1000.0)
+
+
+def raw_scores(service, utts, cands, batch: int = 8) -> dict:
+    """Per utterance: base language log-probs (candidates only), top-k candidates, decode scores."""
+    from asr_adapt.decoding.decoders import decoder_for
+    from asr_adapt.langtags import language_of
+    from asr_adapt.routing import Route
+
+    dec = decoder_for(service.backbone)
+    by_lang = {}
+    for c in cands:
+        by_lang.setdefault(language_of(c), c)
+    out = {"zero": [], "cands": [], "top": [], "scores": [], "logp": [], "codes": None}
+    t = defaultdict(float)
+    for i in range(0, len(utts), batch):
+        wavs = [u.load() for u in utts[i : i + batch]]
+        t0 = time.perf_counter()
+        codes, logp = dec.language_logprobs(service.backbone, wavs, service.base_options, Route.base(len(wavs)))
+        t["zero-shot"] += time.perf_counter() - t0
+        keep = [j for j, c in enumerate(codes) if c in by_lang]
+        ccodes, clogp = [codes[j] for j in keep], logp[:, keep]
+        out["zero"] += [codes[j] for j in logp.argmax(-1).tolist()]
+        out["cands"] += [ccodes[j] for j in clogp.argmax(-1).tolist()]
+        t0 = time.perf_counter()
+        top, scores = service.candidate_scores(wavs, ccodes, clogp, by_lang)
+        t["adapter-aware rescoring"] += time.perf_counter() - t0
+        out["top"] += top
+        out["scores"] += scores
+        out["logp"] += clogp.tolist()
+        out["codes"] = ccodes
+    out["seconds"] = {k: round(v, 1) for k, v in t.items()}
+    return out
+
+
+def accuracy(utts, raw, weight: float | None) -> dict[str, float]:
+    """Accuracy % per locale (+ macro) of zero-shot (``weight=None`` with key) or adapter-aware."""
+    from asr_adapt.decoding.service import pick_candidate
+    from asr_adapt.langtags import language_of
+
+    hits: dict[str, list[int]] = defaultdict(list)
+    for i, u in enumerate(utts):
+        g = raw["codes"][pick_candidate(torch.tensor(raw["logp"][i]), raw["top"][i], raw["scores"][i], weight)]
+        hits[u.lang].append(int(language_of(g) == language_of(u.lang)))
+    return _summary(hits)
+
+
+def _summary(hits: dict[str, list[int]]) -> dict[str, float]:
+    acc = {loc: 100.0 * sum(v) / len(v) for loc, v in sorted(hits.items())}
+    acc["macro"] = sum(acc.values()) / len(acc)
+    return acc
+
+
+def plain_accuracy(utts, preds) -> dict[str, float]:
+    from asr_adapt.langtags import language_of
+
+    hits: dict[str, list[int]] = defaultdict(list)
+    for u, g in zip(utts, preds):
+        hits[u.lang].append(int(language_of(g) == language_of(u.lang)))
+    return _summary(hits)
+
+
+def load(path: str, max_per_locale: int | None):
+    from asr_adapt.data.kaldi import load_utterances
+
+    by_loc: dict[str, list] = defaultdict(list)
+    for u in sorted((u for u in load_utterances(path) if u.lang), key=lambda u: u.utt_id):
+        if max_per_locale is None or len(by_loc[u.lang]) < max_per_locale:
+            by_loc[u.lang].append(u)
+    return [u for loc in sorted(by_loc) for u in by_loc[loc]]
+
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("data", help="Kaldi data dir or JSONL manifest with locales")
+    p.add_argument("test", help="Kaldi data dir or JSONL manifest with locales (reported)")
+    p.add_argument("--dev", required=True, help="data with locales on which the decode weight is chosen")
     p.add_argument("--adapters", required=True, help="adapter bundle (tail locales)")
     p.add_argument("--model", default="whisper-base")
-    p.add_argument("--candidates", default=None, help="comma-separated candidate locales (default: DATA's locales)")
+    p.add_argument("--candidates", default=None, help="comma-separated candidate locales (default: TEST's locales)")
     p.add_argument("--max-per-locale", type=int, default=None)
     p.add_argument("--out", default=None, help="JSON report path")
     p.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
 
-    from asr_adapt.data.kaldi import load_utterances
-    from asr_adapt.decoding.service import LanguageId, Transcriber
-    from asr_adapt.langtags import language_of
+    from asr_adapt.decoding.service import Transcriber
 
-    utts = [u for u in load_utterances(args.data) if u.lang]
-    by_loc: dict[str, list] = defaultdict(list)
-    for u in sorted(utts, key=lambda u: u.utt_id):
-        if args.max_per_locale is None or len(by_loc[u.lang]) < args.max_per_locale:
-            by_loc[u.lang].append(u)
-    utts = [u for loc in sorted(by_loc) for u in by_loc[loc]]
-    cands = tuple(args.candidates.split(",")) if args.candidates else tuple(sorted(by_loc))
+    test, dev = load(args.test, args.max_per_locale), load(args.dev, args.max_per_locale)
+    cands = tuple(args.candidates.split(",")) if args.candidates else tuple(sorted({u.lang for u in test}))
     service = Transcriber.load("whisper", args.model, args.adapters)
-    systems = {
-        "zero-shot": LanguageId(),
-        "candidates": LanguageId(candidates=cands),
-        "adapter-aware": LanguageId(candidates=cands, adapter_aware=True),
+    raw_dev, raw_test = raw_scores(service, dev, cands), raw_scores(service, test, cands)
+    sweep = {w: accuracy(dev, raw_dev, w)["macro"] for w in WEIGHTS}
+    best = max(WEIGHTS, key=lambda w: (sweep[w], -w))  # ties: the smaller weight
+    table = {
+        "zero-shot": plain_accuracy(test, raw_test["zero"]),
+        "candidates": plain_accuracy(test, raw_test["cands"]),
+        f"adapter-aware (w={best:g}, chosen on dev)": accuracy(test, raw_test, best),
     }
-    wavs = [u.load() for u in utts]
-    correct: dict[str, dict[str, list[int]]] = {s: defaultdict(list) for s in systems}
-    seconds = {}
-    for name, lid in systems.items():
-        service.lid = lid
-        t0 = time.perf_counter()
-        got = []
-        for i in range(0, len(wavs), 8):
-            got += service.identify(wavs[i : i + 8])
-        seconds[name] = round(time.perf_counter() - t0, 1)
-        for u, g in zip(utts, got):
-            correct[name][u.lang].append(int(language_of(g) == language_of(u.lang)))
-    locales = sorted(by_loc)
-    table = {name: {loc: 100.0 * sum(c[loc]) / len(c[loc]) for loc in locales} for name, c in correct.items()}
-    for name in table:
-        table[name]["macro"] = sum(table[name][loc] for loc in locales) / len(locales)
-    report = {"data": args.data, "adapters": args.adapters, "model": args.model, "candidates": list(cands),
-              "n": {loc: len(by_loc[loc]) for loc in locales}, "accuracy_pct": table, "seconds": seconds,
-              "per_utt": {name: {loc: c[loc] for loc in locales} for name, c in correct.items()}}
+    report = {"test": args.test, "dev": args.dev, "adapters": args.adapters, "model": args.model,
+              "candidates": list(cands), "dev_macro_by_weight": sweep, "chosen_weight": best,
+              "accuracy_pct": table, "seconds_test": raw_test["seconds"],
+              "raw_test": {k: raw_test[k] for k in ("zero", "cands", "top", "scores", "codes")}}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(report, indent=1))
-    cols = list(systems)
+    print("dev macro accuracy by decode weight: " + ", ".join(f"w={w:g}: {a:.1f}" for w, a in sweep.items()))
+    cols = list(table)
+    n = defaultdict(int)
+    for u in test:
+        n[u.lang] += 1
     print("| locale | n | " + " | ".join(f"{c} acc %" for c in cols) + " |")
     print("|---|---|" + "---|" * len(cols))
-    for loc in locales + ["macro"]:
-        n = len(by_loc[loc]) if loc in by_loc else sum(len(v) for v in by_loc.values())
-        print(f"| {loc} | {n} | " + " | ".join(f"{table[c][loc]:.1f}" for c in cols) + " |")
-    print("| seconds |  | " + " | ".join(str(seconds[c]) for c in cols) + " |")
+    for loc in sorted(n) + ["macro"]:
+        print(f"| {loc} | {n[loc] if loc in n else len(test)} | " + " | ".join(f"{table[c][loc]:.1f}" for c in cols) + " |")
+    print(f"seconds on TEST: {raw_test['seconds']}")
     return 0
 
 

@@ -46,15 +46,21 @@ class LanguageId:
         knows (zero-shot). Identification picks among the candidates' languages only, and
         a row is then served as the candidate locale of that language.
     adapter_aware: rescore the ``top_k`` candidates by decoding the first ``probe_s``
-        seconds with each candidate's own adapter (and its language): the candidate whose
-        decode is most likely (mean token log-prob) wins. Zero-shot identification is
-        weakest on exactly the tail languages adapters exist for; the adapters are not.
+        seconds with each candidate's own adapter (and its language; the base model for a
+        candidate without one). Zero-shot identification is weakest on exactly the tail
+        languages adapters exist for; the adapters are not. A candidate's score is
+        ``log P_base(language) + decode_weight * mean token log-prob of its decode``: the
+        decode alone favours adapted candidates on any audio (adapters raise the likelihood
+        of the speech they were trained on), the language prior keeps the base's strong
+        languages. ``decode_weight`` was chosen on a dev set (bench/lid_accuracy.py,
+        bench/RESULTS.md).
     """
 
     candidates: tuple[str, ...] = ()
     adapter_aware: bool = False
     top_k: int = 3
     probe_s: float = 10.0
+    decode_weight: float = 1.0
 
     @classmethod
     def parse(cls, spec: str | None, adapter_aware: bool = False) -> tuple[str | None, LanguageId]:
@@ -67,6 +73,15 @@ class LanguageId:
                 raise ValueError("'auto:' needs at least one candidate locale, e.g. auto:el-GR,uk-UA")
             return None, cls(candidates=cands, adapter_aware=adapter_aware)
         return spec, cls(adapter_aware=adapter_aware)
+
+
+def pick_candidate(logp: torch.Tensor, top: Sequence[int], scores: Sequence[float], decode_weight: float) -> int:
+    """Index (into the language list) of the best candidate: ``logp[c] + decode_weight * score``.
+
+    logp: (L,) base language log-probs of one clip; top: its candidate indices; scores: the
+    mean token log-prob of each candidate's adapted decode.
+    """
+    return max(zip(top, scores), key=lambda cs: float(logp[cs[0]]) + decode_weight * cs[1])[0]
 
 
 @dataclass
@@ -169,22 +184,25 @@ class Transcriber:
             picked = [codes[i] for i in logp.argmax(dim=-1).tolist()]
         return [by_lang.get(c, c) for c in picked]
 
-    def _adapter_aware(self, wavs, codes: list[str], logp: torch.Tensor, by_lang: dict[str, str]) -> list[str]:
-        """Rescore each clip's top-k languages: decode its first seconds with each candidate's
-        adapter and language prompt; the most likely decode (mean token log-prob) wins.
-        Candidates without an adapter are decoded by the base model."""
+    def candidate_scores(self, wavs, codes: list[str], logp: torch.Tensor,
+                         by_lang: dict[str, str]) -> tuple[list[list[int]], list[list[float]]]:
+        """Each clip's ``top_k`` languages (indices into ``codes``, by ``logp``) and the mean token
+        log-prob of decoding its first ``probe_s`` seconds with each one's adapter and language
+        (the base model for a language without an adapter). One batch per candidate rank."""
         k = min(self.lid.top_k, len(codes))
         top = logp.topk(k, dim=-1).indices.tolist()
         probes = [w[: int(self.lid.probe_s * SAMPLE_RATE)] for w in wavs]
-        # One batch per candidate rank: row i tries its r-th candidate.
         scores = [[float("-inf")] * k for _ in wavs]
         for r in range(k):
             langs = [by_lang.get(codes[top[i][r]], codes[top[i][r]]) for i in range(len(wavs))]
             keys = [self.adapter_for(lang) for lang in langs]
-            hyps = self._decode_batch(probes, langs, keys)
-            for i, h in enumerate(hyps):
+            for i, h in enumerate(self._decode_batch(probes, langs, keys)):
                 scores[i][r] = h.avg_logprob if h.avg_logprob is not None else float("-inf")
-        return [codes[top[i][max(range(k), key=lambda r: scores[i][r])]] for i in range(len(wavs))]
+        return top, scores
+
+    def _adapter_aware(self, wavs, codes: list[str], logp: torch.Tensor, by_lang: dict[str, str]) -> list[str]:
+        top, scores = self.candidate_scores(wavs, codes, logp, by_lang)
+        return [codes[pick_candidate(logp[i], top[i], scores[i], self.lid.decode_weight)] for i in range(len(wavs))]
 
     # ------------------------------------------------------------------ decoding
     def _decode_batch(self, wavs: Sequence[np.ndarray], langs: Sequence[str | None],

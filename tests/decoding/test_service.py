@@ -73,14 +73,21 @@ def test_candidates_restrict_identification_and_name_the_locale(service):
 
 
 def test_adapter_aware_identification_picks_the_most_likely_adapted_decode(service):
+    from asr_adapt.decoding.decoders import decoder_for
+    from asr_adapt.routing import Route
+
     wavs = bundles.clips()
     cands = ("el-GR", "uk-UA")
-    service.lid = LanguageId(candidates=cands, adapter_aware=True, top_k=2)
-    got = service.identify(wavs)
-    # By hand: decode each clip's probe with each candidate's adapter; the higher mean log-prob wins.
-    for wav, g in zip(wavs, got):
-        scores = {c: service.transcribe([wav], [c])[0].hyp.avg_logprob for c in cands}
-        assert g == max(scores, key=scores.get)
+    codes, logp = decoder_for(service.backbone).language_logprobs(service.backbone, wavs, service.base_options,
+                                                                  Route.base(len(wavs)))
+    for weight in (0.0, 1.0, 100.0):
+        service.lid = LanguageId(candidates=cands, adapter_aware=True, top_k=2, decode_weight=weight)
+        got = service.identify(wavs)
+        # By hand: the language prior plus the weighted mean log-prob of each candidate's adapted decode.
+        for i, (wav, g) in enumerate(zip(wavs, got)):
+            score = {c: float(logp[i, codes.index(c[:2])]) + weight * service.transcribe([wav], [c])[0].hyp.avg_logprob
+                     for c in cands}
+            assert g == max(score, key=score.get), (weight, i)
 
 
 def test_adapter_rows_use_the_bundle_window_other_rows_the_base_options(tmp_path):

@@ -30,6 +30,12 @@
 #                                outputs carry no mode suffix); with several, the recipe defines
 #                                `mode_args MODE` (its `asr-adapt decode` options) and every system
 #                                is decoded and scored as SYSTEM-MODE
+#   beam                         beam size of the test decodes (default 1: greedy)
+#
+# Decode dirs are named by what produced them: decode_SYSTEM[-MODE]_beamB[_winW]_test (Whisper:
+# W = the encoder window the system decodes at, the adapters' training window or the base's
+# default), so changing --beam or --window decodes afresh instead of reusing a stale .done;
+# score names carry the beam when it is not 1 (SYSTEM[-MODE][-beamB]).
 
 unlabelled=${unlabelled:-$data/unlabelled}
 backbone=${backbone:-whisper}
@@ -37,9 +43,19 @@ recipe_dir=${recipe_dir:-../../../recipes/$backbone}
 decode_modes=${decode_modes:-default}
 declare -F mode_args >/dev/null || mode_args() { :; }
 mode_suffix() { [ "$1" = default ] || echo "-$1"; }
+beam=${beam:-1}
+score_tag() { [ "$beam" = 1 ] || echo "-beam$beam"; }  # score-name suffix for non-default settings
+decode_dir() {  # decode_dir SYSTEM MODE_SUFFIX: the test decode of SYSTEM, named by its settings
+  local win=""
+  if [ "$backbone" = whisper ]; then
+    if [ "$1" = zeroshot ]; then win="_win$base_window"; else win="_win$window"; fi
+  fi
+  echo "$exp/decode_$1$2_beam$beam${win}_test"
+}
 # Whisper encoder window (s) adapters are trained and decoded at (the zero-shot base keeps the
 # decoder's safe default): adapters learn the context they are trained at. Whisper only.
 window=${window:-10}
+base_window=10   # the decoder's default shortest window (asr-adapt decode without --min-window)
 window_args=()
 if [ "$backbone" = whisper ]; then
   window_args=(--model.init_args.backbone_conf "{train_min_window_s: $window}" --model.init_args.decode "{min_window_s: $window}")
@@ -166,7 +182,7 @@ if should_run 40; then
     sfx=$(mode_suffix "$mode")
     for entry in $systems; do
       sys=${entry%%=*} bundle=${entry#*=}
-      out="$exp/decode_${sys}${sfx}_test"
+      out=$(decode_dir "$sys" "$sfx")
       if need_run "$out/.done"; then
         extra="--model $model"
         case "$bundle" in
@@ -177,31 +193,33 @@ if should_run 40; then
         esac
         log "stage 40: decode test ($sys${sfx:+, $mode})"
         # shellcheck disable=SC2086
-        asr-adapt decode "$data/test" -o "$out" --backbone "$backbone" --batch-size 8 $extra $(mode_args "$mode")
+        asr-adapt decode "$data/test" -o "$out" --backbone "$backbone" --batch-size 8 --beam-size "$beam" $extra \
+          $(mode_args "$mode")
         touch "$out/.done"
       fi
     done
   done
 fi
 
-if should_run 41 && need_run "$exp/score/.done"; then
+if should_run 41 && need_run "$exp/score/.done$(score_tag)"; then
   log "stage 41: score per locale"
   mkdir -p "$exp/score"
+  tag=$(score_tag)
   for mode in $decode_modes; do
     sfx=$(mode_suffix "$mode")
-    asr-adapt score "$data/test" "$exp/decode_zeroshot${sfx}_test" -o "$exp/score" --name "zeroshot$sfx" >/dev/null
+    asr-adapt score "$data/test" "$(decode_dir zeroshot "$sfx")" -o "$exp/score" --name "zeroshot$sfx$tag" >/dev/null
     for entry in $systems; do
       sys=${entry%%=*}
       [ "$sys" = zeroshot ] && continue
-      asr-adapt score "$data/test" "$exp/decode_${sys}${sfx}_test" -o "$exp/score" --name "$sys$sfx" \
-        --baseline "$exp/decode_zeroshot${sfx}_test" > "$exp/score/$sys$sfx.txt"
+      asr-adapt score "$data/test" "$(decode_dir "$sys" "$sfx")" -o "$exp/score" --name "$sys$sfx$tag" \
+        --baseline "$(decode_dir zeroshot "$sfx")" > "$exp/score/$sys$sfx$tag.txt"
     done
-    cat "$exp/score/adapted$sfx.txt"
+    cat "$exp/score/adapted$sfx$tag.txt"
   done
-  touch "$exp/score/.done"
+  touch "$exp/score/.done$tag"
 fi
 
-if should_run 42 && need_run "$exp/report/.done"; then
+if should_run 42 && need_run "$exp/report/.done$(score_tag)"; then
   log "stage 42: comparison report"
   # The systems table adds what each system cost: trainable parameters per locale and the
   # training wall time of every run behind it (noisy-student teachers included).
@@ -210,12 +228,12 @@ if should_run 42 && need_run "$exp/report/.done"; then
     sfx=$(mode_suffix "$mode")
     for entry in $systems; do
       sys=${entry%%=*} bundle=${entry#*=}
-      costs+=(--system-cost "$sys$sfx=${bundle#model:}")
+      costs+=(--system-cost "$sys$sfx$(score_tag)=${bundle#model:}")
     done
   done
   tail_csv=${tail_list#[}
   asr-adapt report "$exp/score" -o "$exp/report" "${costs[@]}" --macro-over "${tail_csv%]}" > /dev/null
   log "report: $exp/report (comparison and systems tables: Markdown, CSV; PNG)"
   cat "$exp/report/comparison.md" "$exp/report/systems.md"
-  touch "$exp/report/.done"
+  touch "$exp/report/.done$(score_tag)"
 fi

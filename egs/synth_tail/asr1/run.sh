@@ -31,6 +31,7 @@ compare_systems=true    # decode/score every adapter type and merge policy (the 
 adapters="lda s2lora lora"
 max_steps=300
 window=6                # encoder window (s) adapters train and decode at
+beam=1                  # beam size of the test decodes (decode dirs and score names record it)
 batch_seconds=40
 student_steps=150       # noisy-student steps per generation (starts from the teacher's adapters)
 val_every=50

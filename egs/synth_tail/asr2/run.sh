@@ -52,6 +52,7 @@ compare_systems=true    # also decode gen0, the last and the best single checkpo
 generations=1
 batch_seconds=60
 stream_chunks=160,320,640
+beam=1                  # beam size of the offline test decodes (streaming is greedy: keep 1 with it)
 merge_policy=best-significant
 merge_metric=cer        # random-word dictation: words stay mostly wrong long after characters improve
 lda_budget=0.02         # LDA parameters per locale as a fraction of the base (the paper's 0.4 %: 0.004)
