@@ -67,11 +67,28 @@ def add_routing_args(p: argparse.ArgumentParser) -> None:
                    help="adapter bundle saved by asr-adapt. A row's adapter: its exact locale, else its language "
                    "(el-GR -> an 'el' adapter; a detected 'el' -> the one el-* adapter), else a --sibling, "
                    "else the base model (warned once per locale)")
+    add_policy_args(p)
+
+
+def add_policy_args(p: argparse.ArgumentParser, candidates: bool = False) -> None:
+    """--sibling and --adapter-aware-lid (+ --lid-candidates for commands whose rows carry their
+    own locales): the decode service's routing and identification policies."""
     p.add_argument("--sibling", action="append", default=[], metavar="LOCALE=ADAPTER",
                    help="let LOCALE (or a language) use ADAPTER's adapter, e.g. --sibling el-CY=el-GR (repeatable)")
     p.add_argument("--adapter-aware-lid", action="store_true",
-                   help="identification rescoring: decode the first seconds with each top candidate's adapter; "
-                   "the most likely decode wins (better on the tail languages the adapters exist for)")
+                   help="identification rescoring: decode the first seconds with each top candidate's adapter "
+                   "(better on the tail languages the adapters exist for)")
+    if candidates:
+        p.add_argument("--lid-candidates", default="", metavar="LOCALE[,LOCALE...]",
+                       help="rows without a locale are identified among these locales only (default: any language)")
+
+
+def policy_kwargs(args) -> dict:
+    """``siblings`` and ``lid`` for :meth:`Transcriber.load` from :func:`add_policy_args`'s options."""
+    from asr_adapt.decoding.service import LanguageId
+
+    cands = tuple(c.strip() for c in getattr(args, "lid_candidates", "").split(",") if c.strip())
+    return {"siblings": parse_siblings(args.sibling), "lid": LanguageId(candidates=cands, adapter_aware=args.adapter_aware_lid)}
 
 
 def fixed_locale(spec: str) -> str | None:

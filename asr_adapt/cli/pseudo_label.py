@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from asr_adapt.cli.decode import add_policy_args, policy_kwargs
+
 
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
@@ -19,6 +21,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backbone", default="whisper", help="backbone family (whisper, transducer)")
     p.add_argument("--model", default="whisper-base", help="teacher base model (name or directory)")
     p.add_argument("--adapters", help="teacher adapter bundle (from `asr-adapt merge` or training)")
+    add_policy_args(p, candidates=True)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--beam-size", type=int, default=1)
     p.add_argument("--min-window", type=float, help="Whisper: shortest encoder window (s) of rows no adapter serves; "
@@ -57,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
         overrides["min_window_s"] = args.min_window
     # The one decode service: rows the teacher's adapters serve decode at the window they were
     # trained at (recorded in the bundle), other rows as the base does, as in `asr-adapt decode`.
-    teacher = Transcriber.load(args.backbone, args.model, args.adapters, options=overrides)
+    teacher = Transcriber.load(args.backbone, args.model, args.adapters, options=overrides, **policy_kwargs(args))
     trainer_kwargs = {"accelerator": args.accelerator, "devices": args.devices, "strategy": args.strategy}
     with dir_lock(args.out, what="pseudo-label"):
         summary, report = pseudo_label(teacher, args.input, args.out, filters, args.batch_size, trainer_kwargs)

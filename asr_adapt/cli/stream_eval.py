@@ -12,6 +12,8 @@ import logging
 import sys
 from pathlib import Path
 
+from asr_adapt.cli.decode import add_policy_args, policy_kwargs
+
 log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
@@ -50,6 +52,7 @@ def register(subparsers) -> None:
     p.add_argument("--backbone", required=True, help="backbone family with a streaming simulator: transducer, whisper")
     p.add_argument("--model", required=True, help="model directory or a name known to the resolver (whisper-base)")
     p.add_argument("--adapters", default=None, help="adapter bundle; routed by each utterance's locale")
+    add_policy_args(p)
     p.add_argument("--chunk-ms", type=_ints, default=(160, 320, 640), metavar="MS[,MS...]",
                    help="transducer: chunk sizes in ms, multiples of 40 (default: 160,320,640)")
     p.add_argument("--left-context-chunks", type=int, default=-1, metavar="N",
@@ -95,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     from asr_adapt.decoding.service import Transcriber
 
     try:
-        transcriber = Transcriber.load(args.backbone, args.model, args.adapters)
+        transcriber = Transcriber.load(args.backbone, args.model, args.adapters, **policy_kwargs(args))
     except (FileNotFoundError, ValueError, OSError) as e:
         return _fail(f"cannot load {args.backbone} model {args.model!r}: {e}")
     try:

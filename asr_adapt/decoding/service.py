@@ -60,7 +60,7 @@ class LanguageId:
     adapter_aware: bool = False
     top_k: int = 3
     probe_s: float = 10.0
-    decode_weight: float = 1.0
+    decode_weight: float = 8.0  # chosen on dev (bench/RESULTS.md, "Language identification")
 
     @classmethod
     def parse(cls, spec: str | None, adapter_aware: bool = False) -> tuple[str | None, LanguageId]:

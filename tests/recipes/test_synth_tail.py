@@ -84,14 +84,16 @@ def test_small_recipe(tmp_path):
     assert "stage 41" in again and "stage 42" in again and "train lda" not in again and "stage 40" not in again
 
 
-def test_small_recipe_with_lora_alone(tmp_path):
-    """Any adapter type is a final system: LoRA teacher, LoRA noisy student, checkpoint-wise merge."""
-    small = [a if a != "lda" else "lora" for a in SMALL]
+@pytest.mark.parametrize("adapter", ["lora", pytest.param("s2lora", marks=pytest.mark.slow)])
+def test_small_recipe_with_one_other_adapter_type(tmp_path, adapter):
+    """Any adapter type is a final system: its teacher, its noisy student, checkpoint-wise merge.
+    (S2-LoRA runs in `make test-slow`: the default suite stays under 10 minutes.)"""
+    small = [a if a != "lda" else adapter for a in SMALL]
     out = run_recipe(tmp_path, *small)
-    assert "stage 42" in out and "train lora_gen1 (lora)" in out
+    assert "stage 42" in out and f"train {adapter}_gen1 ({adapter})" in out
     exp = tmp_path / "exp"
-    check_report(exp, ["el-GR"], ["en-US"], final="lora_gen1")
-    assert "lora_gen0" in (exp / "lora_gen1" / "config.yaml").read_text()  # the student starts from its teacher
+    check_report(exp, ["el-GR"], ["en-US"], final=f"{adapter}_gen1")
+    assert f"{adapter}_gen0" in (exp / f"{adapter}_gen1" / "config.yaml").read_text()  # the student starts from its teacher
 
 
 @pytest.mark.slow
