@@ -37,8 +37,14 @@ def tiny_base(tmp_path_factory):
     return bundles.tiny_dir(tmp_path_factory.mktemp("route") / "base")
 
 
-@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
-@pytest.mark.parametrize("beam_size", [1, 3])
+def _slow_unless(keep: bool):
+    """Default suite: one case per adapter type and search; the full cross product in `make test-slow`."""
+    return () if keep else (pytest.mark.slow,)
+
+
+@pytest.mark.parametrize("adapter,beam_size", [
+    pytest.param(a, b, marks=_slow_unless(b == 3 or a == "lora")) for a in sorted(ADAPTERS) for b in (1, 3)
+])
 def test_whisper_mixed_batch_rows_equal_rows_alone(tiny_base, tmp_path, adapter, beam_size):
     bundle = bundles.make_bundle(tiny_base, tmp_path / adapter, adapter, ADAPTERS[adapter])
     service = Transcriber.load("whisper", str(tiny_base), str(bundle),
@@ -57,8 +63,10 @@ def test_whisper_mixed_batch_rows_equal_rows_alone(tiny_base, tmp_path, adapter,
     assert el.hyp.tokens != uk.hyp.tokens or el.hyp.avg_logprob != pytest.approx(uk.hyp.avg_logprob, abs=1e-6)
 
 
-@pytest.mark.parametrize("adapter", sorted(ADAPTERS))
-@pytest.mark.parametrize("method,mode", [("greedy", "full"), ("beam", "full"), ("greedy", "streaming")])
+@pytest.mark.parametrize("adapter,method,mode", [
+    pytest.param(a, m, md, marks=_slow_unless(a == "lda" or (m, md) == ("beam", "full")))
+    for a in sorted(ADAPTERS) for m, md in (("greedy", "full"), ("beam", "full"), ("greedy", "streaming"))
+])
 def test_transducer_mixed_batch_rows_equal_rows_alone(adapter, method, mode):
     from asr_adapt import adapters as A
     from asr_adapt.models.transducer import TransducerBackbone
