@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+import asr_adapt.scoring.bootstrap as bs
 from asr_adapt.langtags import NO_SPACE_LANGUAGES, language_of
-from asr_adapt.scoring import bootstrap as bs
 from asr_adapt.scoring.metrics import align_chars, align_words, char_text, sum_counts
 from asr_adapt.scoring.normalise import NORMALISERS, get_normaliser
 from asr_adapt.scoring.readers import ScoringError, read_transcripts

@@ -32,6 +32,7 @@ adapters="lda s2lora lora"
 max_steps=300
 window=6                # encoder window (s) adapters train and decode at
 beam=1                  # beam size of the test decodes (decode dirs and score names record it)
+synth_args=""           # extra `asr-adapt synth` options, e.g. "--engines all --holdout-engine festival --variety wide"
 batch_seconds=40
 student_steps=150       # noisy-student steps per generation (starts from the teacher's adapters)
 val_every=50
@@ -77,7 +78,7 @@ log "quick=$quick tail=[$tail_locales] head=[$head_locales] adapters=[$adapters]
 if should_run 0 && need_run "$data/.synth.done"; then
   log "stage 0: synthesise $utts_per_locale utterances per locale"
   asr-adapt synth "$data" --locales $all_locales --utts-per-locale "$utts_per_locale" \
-    --train-utts-per-locale "$train_utts" --tail-fraction "$tail_fraction" --seed "$seed" --jobs "$nj"
+    --train-utts-per-locale "$train_utts" --tail-fraction "$tail_fraction" --seed "$seed" --jobs "$nj" $synth_args
   for split in train dev test unlabelled; do asr-adapt data validate "$data/$split"; done
   touch "$data/.synth.done"
 fi
