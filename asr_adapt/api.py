@@ -182,12 +182,16 @@ def train_adapters(
     lr: float = 2e-3,
     max_batch_seconds: float = 40.0,
     merge_policy: str = "best",
+    gate_p: float | None = 0.95,
     **module_kwargs: Any,
 ) -> Path:
     """Train per-locale adapters with Lightning and merge them checkpoint-wise.
 
     Writes the experiment (config, checkpoints, per-locale dev history) to ``out_dir`` and
-    returns the merged adapter bundle ``out_dir/merged``.
+    returns the merged adapter bundle ``out_dir/merged``. As `asr-adapt merge`, the merge is
+    gated: a locale keeps its adapter only if it beats the base model on its dev set (paired
+    bootstrap, P(improve) >= ``gate_p``; ``None``: no gate); ``merged/merge_report.md`` says
+    which locales the base serves.
     """
     import functools
 
@@ -195,10 +199,10 @@ def train_adapters(
     import torch
     import yaml
 
-    from asr_adapt.training.bundle import merge_experiment
     from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint
     from asr_adapt.training.checkpoint_io import AtomicCheckpointIO
     from asr_adapt.training.datamodule import ASRDataModule
+    from asr_adapt.training.gate import GateOptions, gated_merge
     from asr_adapt.training.module import MODULES
 
     out = Path(out_dir)
@@ -215,7 +219,8 @@ def train_adapters(
     out.mkdir(parents=True, exist_ok=True)
     # The same config file the CLI writes, so `asr-adapt merge` and the rebuild work on it.
     (out / "config.yaml").write_text(yaml.safe_dump(
-        {"model": {"class_path": f"{module_cls.__module__}.{module_cls.__qualname__}", "init_args": init}},
+        {"model": {"class_path": f"{module_cls.__module__}.{module_cls.__qualname__}", "init_args": init},
+         "data": {"train": as_list(train), "dev": as_list(dev), "locales": list(locales)}},
         allow_unicode=True))
     trainer = L.Trainer(
         default_root_dir=str(out), max_steps=max_steps, val_check_interval=val_every, check_val_every_n_epoch=None,
@@ -224,7 +229,8 @@ def train_adapters(
         plugins=[AtomicCheckpointIO()], enable_progress_bar=False,
     )
     trainer.fit(module, datamodule=data)
-    merge_experiment(out, out / "merged", policy=merge_policy)
+    gate = None if gate_p is None else GateOptions(min_prob=gate_p)
+    gated_merge(out, out / "merged", policy=merge_policy, gate=gate, base_dev=out / "decode_base_dev")
     return out / "merged"
 
 

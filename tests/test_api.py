@@ -19,6 +19,10 @@ def test_api_train_load_transcribe_score(tmp_path):
                                 adapter_conf={"rank": 2}, model=model, max_steps=2, val_every=1,
                                 max_batch_seconds=4.0, decode={"max_new_tokens": 4})
     assert (bundle / "provenance.json").exists()
+    # Gated as `asr-adapt merge` gates: every locale has a recorded decision against the base.
+    gate = json.loads((bundle / "provenance.json").read_text())["gate"]
+    assert gate["enabled"] and (bundle / "merge_report.md").exists()
+    assert set(gate["locales"]) == {"el-GR", "uk-UA"}
 
     rec = api.load_model(model, adapters=bundle)
     utts = load_utterances(dev)

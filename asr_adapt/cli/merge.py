@@ -48,13 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import json
     from pathlib import Path
 
-    from asr_adapt.fileio import atomic_directory, atomic_write
-    from asr_adapt.training.bundle import merge_experiment
     from asr_adapt.training.ckpt_merge import POLICIES
-    from asr_adapt.training.gate import GateOptions, apply_gate, gate_bundle, gate_record, report_markdown
+    from asr_adapt.training.gate import GateOptions, gated_merge
 
     if args.policy not in POLICIES:
         raise SystemExit(f"error: unknown policy {args.policy!r}; choose from {', '.join(POLICIES.names())}")
@@ -65,19 +62,12 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: --min-prob must be in (0, 1], got {args.min_prob}")
     if not 0.0 < args.gate_p <= 1.0:
         raise SystemExit(f"error: --gate-p must be in (0, 1], got {args.gate_p}")
-    # Built aside and swapped in whole: a replaced bundle keeps no locale the gate now leaves out.
-    with atomic_directory(out) as tmp:
-        choices = merge_experiment(args.exp, tmp, args.policy, args.k, args.min_prob, args.metric)
-        if args.no_gate:
-            apply_gate(tmp, gate_record({}, None))
-        else:
-            try:
-                gate_bundle(tmp, args.exp, choices, GateOptions(min_prob=args.gate_p, metric=args.metric),
-                            args.base_dev, args.device)
-            except ValueError as e:  # dev sets that do not pair up, a policy with nothing to gate by
-                raise SystemExit(f"error: {e}") from None
-        report = report_markdown(json.loads((tmp / "provenance.json").read_text(encoding="utf-8")))
-        atomic_write(tmp / "merge_report.md", report)
+    gate = None if args.no_gate else GateOptions(min_prob=args.gate_p, metric=args.metric)
+    try:
+        report = gated_merge(args.exp, out, args.policy, args.k, args.min_prob, args.metric, gate, args.base_dev,
+                             args.device)
+    except ValueError as e:  # dev sets that do not pair up, a policy with nothing to gate by
+        raise SystemExit(f"error: {e}") from None
     print(report)
     print(f"bundle: {out}  (merge_report.md, provenance.json, dev_wer_curves.png)")
     return 0

@@ -262,6 +262,32 @@ def gate_bundle(bundle: str | Path, exps: Sequence[str | Path], choices: dict[st
     return decisions
 
 
+def gated_merge(exps: str | Path | Sequence[str | Path], out: str | Path, policy: str = "best", k: int = 3,
+                min_prob: float = 0.95, metric: str = "wer", gate: GateOptions | None = GateOptions(),
+                base_dev: str | Path | None = None, device: str = "cpu") -> str:
+    """Checkpoint-wise merge of ``exps`` into ``out``, gated against the base (``gate=None``:
+    recorded as not gated); built aside and swapped in whole, so a replaced bundle keeps no
+    locale the gate now leaves out. Returns the Markdown report (also ``out/merge_report.md``).
+
+    Raises:
+        ValueError: dev sets that do not pair up with the base decode, or a policy with
+            nothing to gate by (the gate's own checks).
+    """
+    from asr_adapt.fileio import atomic_directory, atomic_write
+    from asr_adapt.training.bundle import merge_experiment
+
+    exp_list = [exps] if isinstance(exps, str | Path) else list(exps)
+    with atomic_directory(out) as tmp:
+        choices = merge_experiment(exp_list, tmp, policy, k, min_prob, metric)
+        if gate is None:
+            apply_gate(tmp, gate_record({}, None))
+        else:
+            gate_bundle(tmp, exp_list, choices, gate, base_dev, device)
+        report = report_markdown(json.loads((tmp / "provenance.json").read_text(encoding="utf-8")))
+        atomic_write(tmp / "merge_report.md", report)
+    return report
+
+
 def report_markdown(prov: dict) -> str:
     """``merge_report.md`` from a bundle's ``provenance.json``: per locale, the checkpoint chosen,
     adapter vs base dev error rate, P(adapter better) and what serves the locale."""
