@@ -22,21 +22,32 @@ TELEPHONE_BAND_HZ = (300.0, 3400.0)
 
 
 def add_noise(wav: np.ndarray, snr_db: float, rng: np.random.Generator, colour: float = 0.0) -> np.ndarray:
-    """``wav`` plus noise at ``snr_db`` dB relative to the speech power.
+    """``wav`` plus noise at ``snr_db`` dB relative to the speech's :func:`active_power`.
 
     ``colour`` in [0, 1) low-pass filters white noise with a one-pole filter (0 white,
-    towards 1 darker, like room or traffic noise). Power is measured over samples above
-    -40 dB of the peak, so leading/trailing silence does not lower the effective SNR.
+    towards 1 darker, like room or traffic noise).
     """
     noise = rng.standard_normal(len(wav)).astype(np.float64)
     if colour > 0:
         noise = signal.lfilter([1.0 - colour], [1.0, -colour], noise)
-    peak = float(np.max(np.abs(wav))) or 1.0
-    active = wav[np.abs(wav) > peak * 0.01]
-    p_speech = float(np.mean(active.astype(np.float64) ** 2)) if active.size else 1e-8
-    p_noise = float(np.mean(noise**2)) or 1.0
-    scale = np.sqrt(p_speech / (p_noise * 10 ** (snr_db / 10)))
-    return (wav + scale * noise).astype(np.float32)
+    return mix_at_snr(wav, noise, snr_db)
+
+
+def active_power(wav: np.ndarray) -> float:
+    """Mean power over samples above -40 dB of the peak, so pauses do not count as speech."""
+    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
+    active = wav[np.abs(wav) > peak * 0.01] if peak > 0 else wav[:0]
+    return float(np.mean(active.astype(np.float64) ** 2)) if active.size else 1e-8
+
+
+def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
+    """``speech`` plus ``noise`` (tiled or cut to length) scaled to ``snr_db`` dB below the speech's
+    :func:`active_power`; the noise power is its mean over the whole utterance."""
+    reps = -(-len(speech) // max(1, len(noise)))
+    n = np.tile(noise.astype(np.float64), reps)[: len(speech)]
+    p_noise = float(np.mean(n**2)) or 1.0
+    scale = np.sqrt(active_power(speech) / (p_noise * 10 ** (snr_db / 10)))
+    return (speech + scale * n).astype(np.float32)
 
 
 def band_limit(wav: np.ndarray, sample_rate: int, low_hz: float, high_hz: float) -> np.ndarray:

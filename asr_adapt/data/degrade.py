@@ -7,7 +7,7 @@ functions of the input and the generator's state, so a corpus stays a function o
   exponentially decaying Gaussian noise whose energy falls 60 dB in ``rt60`` seconds (the
   statistical model of a diffuse late reverberant field; no room geometry needed).
 * Noise types are registered in :data:`NOISES` (``white``, ``pink``, ``brown``); babble is
-  made from other synthetic speech by the caller and mixed with :func:`mix_at_snr`.
+  made from other synthetic speech by the caller and mixed with :func:`asr_adapt.data.augment.mix_at_snr`.
 * Channels are registered in :data:`CHANNELS`: ``telephone`` (300-3400 Hz, 8 kHz, G.711
   mu-law), ``gsm`` (GSM 06.10 full rate at 8 kHz), ``mp3`` and ``opus`` at low bitrates.
   Codecs run through libsndfile (the ``soundfile`` wheel bundles one with MP3 and Opus);
@@ -34,23 +34,6 @@ log = logging.getLogger(__name__)
 NARROWBAND_RATE = 8000
 _DECAY_60DB = 3 * np.log(10)  # amplitude exp(-k t / rt60) is 60 dB down at t = rt60 for k = 3 ln 10
 _MAX_CODEC_DELAY = 4096  # samples: mp3 encoders add up to ~1100 of priming delay at these rates
-
-
-def active_power(wav: np.ndarray) -> float:
-    """Mean power over samples above -40 dB of the peak, so pauses do not count as speech."""
-    peak = float(np.max(np.abs(wav))) if wav.size else 0.0
-    active = wav[np.abs(wav) > peak * 0.01] if peak > 0 else wav[:0]
-    return float(np.mean(active.astype(np.float64) ** 2)) if active.size else 1e-8
-
-
-def mix_at_snr(speech: np.ndarray, noise: np.ndarray, snr_db: float) -> np.ndarray:
-    """``speech`` plus ``noise`` (tiled or cut to length) scaled to ``snr_db`` dB below the speech's
-    :func:`active_power`; the noise power is its mean over the whole utterance."""
-    reps = -(-len(speech) // max(1, len(noise)))
-    n = np.tile(noise.astype(np.float64), reps)[: len(speech)]
-    p_noise = float(np.mean(n**2)) or 1.0
-    scale = np.sqrt(active_power(speech) / (p_noise * 10 ** (snr_db / 10)))
-    return (speech + scale * n).astype(np.float32)
 
 
 # --- reverberation -----------------------------------------------------------------------------

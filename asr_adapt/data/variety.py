@@ -19,7 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from asr_adapt.data.audio import SAMPLE_RATE
-from asr_adapt.data.degrade import CHANNELS, NOISES, active_power, available_channels, mix_at_snr
+from asr_adapt.data.augment import active_power, mix_at_snr
+from asr_adapt.data.degrade import CHANNELS, NOISES, available_channels
 from asr_adapt.data.locales import PITCHES, RATES
 from asr_adapt.registry import Registry
 

@@ -9,13 +9,12 @@ import pytest
 import soundfile as sf
 
 from asr_adapt.data import degrade
+from asr_adapt.data.augment import active_power, mix_at_snr
 from asr_adapt.data.degrade import (
     CHANNELS,
     NOISES,
-    active_power,
     align,
     available_channels,
-    mix_at_snr,
     reverberate,
     synthetic_rir,
 )
