@@ -83,22 +83,27 @@ def add_policy_args(p: argparse.ArgumentParser, candidates: bool = False) -> Non
                        help="rows without a locale are identified among these locales only (default: any language)")
 
 
-def policy_kwargs(args) -> dict:
-    """``siblings`` and ``lid`` for :meth:`Transcriber.load` from :func:`add_policy_args`'s options."""
+def policy_kwargs(args, candidates: tuple[str, ...] | None = None) -> dict:
+    """``siblings`` and ``lid`` for :meth:`Transcriber.load` from :func:`add_policy_args`'s options;
+    ``candidates`` (from ``--lang auto:...``) replace ``--lid-candidates``."""
     from asr_adapt.decoding.service import LanguageId
 
-    cands = tuple(c.strip() for c in getattr(args, "lid_candidates", "").split(",") if c.strip())
-    return {"siblings": parse_siblings(args.sibling), "lid": LanguageId(candidates=cands, adapter_aware=args.adapter_aware_lid)}
+    if candidates is None:
+        candidates = tuple(c.strip() for c in getattr(args, "lid_candidates", "").split(",") if c.strip())
+    return {"siblings": parse_siblings(args.sibling),
+            "lid": LanguageId(candidates=candidates, adapter_aware=args.adapter_aware_lid)}
 
 
-def fixed_locale(spec: str) -> str | None:
-    """The locale ``--lang`` fixes for every row, or ``None`` (each row's own, or identification)."""
+def parse_lang(spec: str) -> tuple[str | None, tuple[str, ...]]:
+    """``--lang``: the locale it fixes for every row (``None``: each row's own, or identification)
+    and the identification candidates of ``auto:...``."""
     from asr_adapt.decoding.service import LanguageId
 
     try:
-        return LanguageId.parse(spec)[0]
+        fixed, lid = LanguageId.parse(spec)
     except ValueError as e:
         raise SystemExit(f"error: --lang: {e}") from None
+    return fixed, lid.candidates
 
 
 def parse_siblings(items) -> dict[str, str]:
@@ -111,25 +116,11 @@ def parse_siblings(items) -> dict[str, str]:
     return out
 
 
-def load_transcriber(args, overrides_for):
-    """A :class:`Transcriber` from the shared model/routing arguments; ``overrides_for(family)``
-    gives the decoding-option overrides of the command line (checked against the family)."""
-    from asr_adapt.decoding.service import LanguageId, Transcriber
-
-    try:
-        fixed, lid = LanguageId.parse(args.lang, args.adapter_aware_lid)
-        return fixed, Transcriber.load(
-            args.backbone, args.model, args.adapters, device=args.device,
-            compute_type=getattr(args, "compute_type", "float32"), options=overrides_for(args.backbone),
-            siblings=parse_siblings(args.sibling), lid=lid)
-    except ValueError as e:  # e.g. int8 asked for on a GPU, or for the transducer; a bad option value
-        raise SystemExit(f"error: {e}") from None
-
-
 def run(args: argparse.Namespace) -> int:
     import torch
 
     from asr_adapt.decoding.runner import decode_utterances
+    from asr_adapt.decoding.service import Transcriber
     from asr_adapt.decoding.writers import parse_formats
     from asr_adapt.fileio import LockError
     from asr_adapt.models.whisper_compute import COMPUTE_TYPES
@@ -144,8 +135,14 @@ def run(args: argparse.Namespace) -> int:
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)
-    utterances = _read_input(args.input, fixed_locale(args.lang))
-    fixed, transcriber = load_transcriber(args, lambda family: _family_overrides(family, args))
+    fixed, candidates = parse_lang(args.lang)
+    utterances = _read_input(args.input, fixed)
+    try:
+        transcriber = Transcriber.load(args.backbone, args.model, args.adapters, device=args.device,
+                                       compute_type=args.compute_type, options=_family_overrides(args.backbone, args),
+                                       **policy_kwargs(args, candidates))
+    except ValueError as e:  # e.g. int8 asked for on a GPU, or for the transducer; a bad option value
+        raise SystemExit(f"error: {e}") from None
     root = args.input if Path(args.input).is_dir() and not (Path(args.input) / "wav.scp").exists() else None
     try:
         summary = decode_utterances(
