@@ -32,25 +32,19 @@ import torch
 WEIGHTS = (0.0, 0.25, 0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 1000.0)
 
 
-def raw_scores(service, utts, cands, batch: int = 8) -> dict:
-    """Per utterance: base language log-probs (candidates only), top-k candidates, decode scores."""
-    from asr_adapt.decoding.decoders import decoder_for
-    from asr_adapt.langtags import language_of
-    from asr_adapt.routing import Route
+def raw_scores(service, utts, candidates, batch: int = 8) -> dict:
+    """Per utterance: zero-shot and candidate picks, candidate log-probs, top-k, decode scores.
+    ``service`` identifies among all languages (no candidates of its own)."""
+    from asr_adapt.decoding.service import restrict
 
-    dec = decoder_for(service.backbone)
-    by_lang = {}
-    for c in cands:
-        by_lang.setdefault(language_of(c), c)
     out = {"zero": [], "cands": [], "top": [], "scores": [], "logp": [], "codes": None}
     t = defaultdict(float)
     for i in range(0, len(utts), batch):
         wavs = [u.load() for u in utts[i : i + batch]]
         t0 = time.perf_counter()
-        codes, logp = dec.language_logprobs(service.backbone, wavs, service.base_options, Route.base(len(wavs)))
+        codes, logp, _ = service.language_scores(wavs)
         t["zero-shot"] += time.perf_counter() - t0
-        keep = [j for j, c in enumerate(codes) if c in by_lang]
-        ccodes, clogp = [codes[j] for j in keep], logp[:, keep]
+        ccodes, clogp, by_lang = restrict(codes, logp, candidates)
         out["zero"] += [codes[j] for j in logp.argmax(-1).tolist()]
         out["cands"] += [ccodes[j] for j in clogp.argmax(-1).tolist()]
         t0 = time.perf_counter()

@@ -75,6 +75,23 @@ class LanguageId:
         return spec, cls(adapter_aware=adapter_aware)
 
 
+def restrict(codes: list[str], logp: torch.Tensor,
+             candidates: Sequence[str]) -> tuple[list[str], torch.Tensor, dict[str, str]]:
+    """Language log-probs (B, L) over ``codes`` narrowed to the candidates' languages (all of
+    them without candidates), those codes, and candidate language -> the locale a row
+    identified as that language is served as."""
+    by_lang: dict[str, str] = {}
+    for c in candidates:
+        by_lang.setdefault(language_of(c), c)
+    if not by_lang:
+        return codes, logp, by_lang
+    unknown = sorted(lang for lang in by_lang if lang not in codes)
+    if unknown:
+        raise ValueError(f"candidate languages {unknown} are not languages this model identifies")
+    keep = [i for i, c in enumerate(codes) if c in by_lang]
+    return [codes[i] for i in keep], logp[:, keep], by_lang
+
+
 def pick_candidate(logp: torch.Tensor, top: Sequence[int], scores: Sequence[float], decode_weight: float) -> int:
     """Index (into the language list) of the best candidate: ``logp[c] + decode_weight * score``.
 
@@ -117,8 +134,6 @@ class Transcriber:
         known = {f.name for f in dataclasses.fields(self.base_options)}
         hints = {k: v for k, v in (hints or {}).items() if k in known}
         self.adapter_options = dataclasses.replace(self.base_options, **hints) if hints else self.base_options
-        if hints:
-            log.info("rows served by the adapters decode with %s (as trained)", hints)
         self.siblings = dict(siblings or {})
         self.lid = lid or LanguageId()
         self.locales: list[str] = adapter_locales(backbone) if attached_sets(backbone) else []
@@ -135,6 +150,8 @@ class Transcriber:
         backbone = load_model(family, model, adapters, device=device, **backbone_kwargs)
         backbone.set_compute_type(compute_type)  # after the adapters: converting replaces the layers they check
         hints = decode_hints(adapters) if adapters else {}
+        if hints:
+            log.info("rows served by the adapters decode with %s (as trained)", hints)
         return cls(backbone, options, hints=hints, siblings=siblings, lid=lid)
 
     # ------------------------------------------------------------------ policies
@@ -161,23 +178,20 @@ class Transcriber:
             lang_token(locale)  # raises ValueError naming the languages it knows
 
     @torch.no_grad()
+    def language_scores(self, wavs: Sequence[np.ndarray]) -> tuple[list[str], torch.Tensor, dict[str, str]]:
+        """The base model's language log-probs over the candidates' languages: see :func:`restrict`."""
+        if not self.can_identify:
+            raise ValueError(f"the {self.backbone.family} backbone cannot identify languages: give each row a locale")
+        codes, logp = self.decoder.language_logprobs(self.backbone, wavs, self.base_options, Route.base(len(wavs)))
+        return restrict(codes, logp, self.lid.candidates)
+
     def identify(self, wavs: Sequence[np.ndarray]) -> list[str]:
         """A locale (a candidate) or a language code (zero-shot) per clip; see :class:`LanguageId`."""
         if not self.can_identify:
             raise ValueError(f"the {self.backbone.family} backbone cannot identify languages: give each row a locale")
         if not wavs:
             return []
-        codes, logp = self.decoder.language_logprobs(self.backbone, wavs, self.base_options, Route.base(len(wavs)))
-        by_lang: dict[str, str] = {}  # candidate language -> the locale rows are served as
-        for c in self.lid.candidates:
-            by_lang.setdefault(language_of(c), c)
-        if by_lang:
-            unknown = sorted(lang for lang in by_lang if lang not in codes)
-            if unknown:
-                raise ValueError(f"candidate languages {unknown} are not languages this model identifies")
-            keep = torch.tensor([i for i, c in enumerate(codes) if c in by_lang])
-            codes = [codes[i] for i in keep.tolist()]
-            logp = logp[:, keep]
+        codes, logp, by_lang = self.language_scores(wavs)
         if self.lid.adapter_aware and self.locales:
             picked = self._adapter_aware(wavs, codes, logp, by_lang)
         else:
