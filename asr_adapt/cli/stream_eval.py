@@ -22,8 +22,10 @@ and compare it with the same model's offline decode, per locale.
 
   transducer: true chunk-by-chunk streaming (first pass, greedy), one operating point per
               --chunk-ms; offline = full attention + second pass.
-  whisper:    re-decode a growing buffer every --step-ms of new audio and commit what
-              --agreement consecutive hypotheses share (LocalAgreement); offline = one decode.
+  whisper:    re-decode a growing buffer every --step-ms of new audio and commit by each
+              --policy: local-agreement (what --agreement consecutive hypotheses share) or
+              alignatt (the words decoded before the cross-attention reaches the last
+              --guard-ms of the buffer); offline = one decode.
 
 Writes OUT/stream-<backbone>-<point>.jsonl (committed words with emission times, per
 utterance), OUT/offline-<backbone>.jsonl, OUT/stream-summary.{md,json,csv} and
@@ -44,7 +46,7 @@ def _ints(text: str) -> tuple[int, ...]:
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
-        "stream-eval", help="streaming WER vs latency per locale (transducer chunks, Whisper LocalAgreement)",
+        "stream-eval", help="streaming WER vs latency per locale (transducer chunks, Whisper LocalAgreement/AlignAtt)",
         description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("data", metavar="DATA", help="Kaldi data dir or JSONL manifest (with text and utt2lang)")
@@ -59,7 +61,13 @@ def register(subparsers) -> None:
                    help="transducer: chunks of left context; -1 unlimited (default)")
     p.add_argument("--step-ms", type=_ints, default=(500, 1000), metavar="MS[,MS...]",
                    help="whisper: new audio between buffer re-decodes, in ms (default: 500,1000)")
+    p.add_argument("--policy", default="local-agreement", metavar="NAME[,NAME...]",
+                   help="whisper: commit policies, each at every --step-ms: local-agreement, alignatt "
+                        "(default: local-agreement)")
     p.add_argument("--agreement", type=int, default=2, metavar="N", help="whisper: LocalAgreement-N (default: 2)")
+    p.add_argument("--guard-ms", type=int, default=400, metavar="MS",
+                   help="whisper alignatt: hold back tokens whose attention peaks in the last MS of the buffer "
+                        "(default: 400)")
     p.add_argument("--max-buffer-s", type=float, default=10.0,
                    help="whisper: trim committed audio once the buffer is longer (default: 10)")
     p.add_argument("--max-utts", type=int, default=None, metavar="N", help="at most N utterances per locale")
@@ -83,7 +91,8 @@ def run(args: argparse.Namespace) -> int:
     try:
         config = StreamEvalConfig(
             chunk_ms=args.chunk_ms, left_context_chunks=args.left_context_chunks, step_ms=args.step_ms,
-            agreement=args.agreement, max_buffer_s=args.max_buffer_s, normaliser=args.normaliser,
+            policies=tuple(x.strip() for x in args.policy.split(",") if x.strip()), agreement=args.agreement,
+            guard_ms=args.guard_ms, max_buffer_s=args.max_buffer_s, normaliser=args.normaliser,
             max_utts=args.max_utts,
         )
     except ValueError as e:

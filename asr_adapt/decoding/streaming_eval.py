@@ -22,20 +22,16 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from asr_adapt import routing
 from asr_adapt.data.audio import AudioError
 from asr_adapt.data.types import Utterance
 from asr_adapt.decoding.decoders import transcribe_batch
 from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
-from asr_adapt.decoding.streaming_whisper import (
-    WhisperStreamingConfig,
-    join_units,
-    simulate_local_agreement,
-    whisper_decode_fn,
-)
+from asr_adapt.decoding.streaming_whisper import WhisperStreamingConfig, join_units, new_stream, run_stream
+from asr_adapt.decoding.whisper_stream_step import StepRow, decode_steps
 from asr_adapt.fileio import JsonlAppender, atomic_write, dir_lock, read_jsonl
 from asr_adapt.registry import Registry
 
@@ -56,7 +52,11 @@ class StreamEvalConfig:
         "help": "transducer: chunks of left context in the first pass; -1: unlimited"})
     step_ms: tuple[int, ...] = field(default=(500, 1000), metadata={
         "help": "whisper: new audio (ms) between re-decodes of the growing buffer, one operating point each"})
+    policies: tuple[str, ...] = field(default=("local-agreement",), metadata={
+        "help": "whisper: commit policies, each run at every step_ms ('local-agreement', 'alignatt')"})
     agreement: int = field(default=2, metadata={"help": "whisper: LocalAgreement-n (commit what n updates share)"})
+    guard_ms: int = field(default=400, metadata={
+        "help": "whisper alignatt: hold back tokens attending to the last this-many ms of the buffer"})
     max_buffer_s: float = field(default=10.0, metadata={"help": "whisper: trim committed audio beyond this buffer length (s)"})
     normaliser: str = field(default="multilingual", metadata={"help": "text normaliser for WER and word matching"})
     max_utts: int | None = field(default=None, metadata={"help": "at most this many utterances per locale (by id)"})
@@ -64,10 +64,15 @@ class StreamEvalConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "chunk_ms", tuple(int(c) for c in self.chunk_ms))
         object.__setattr__(self, "step_ms", tuple(int(s) for s in self.step_ms))
+        object.__setattr__(self, "policies", tuple(self.policies))
         for c in self.chunk_ms:
             TransducerStreamingConfig(chunk_ms=c, left_context_chunks=self.left_context_chunks)
-        for s in self.step_ms:
-            WhisperStreamingConfig(step_ms=s, agreement=self.agreement, max_buffer_s=self.max_buffer_s)
+        self.whisper_points()  # validates every (policy, step) combination
+
+    def whisper_points(self) -> list[WhisperStreamingConfig]:
+        """One Whisper streaming setting per (policy, step)."""
+        return [WhisperStreamingConfig(step_ms=s, policy=p, agreement=self.agreement, guard_ms=self.guard_ms,
+                                       max_buffer_s=self.max_buffer_s) for p in self.policies for s in self.step_ms]
         if self.max_utts is not None and self.max_utts < 1:
             raise ValueError(f"max_utts must be >= 1, got {self.max_utts}")
 
@@ -93,14 +98,13 @@ class StreamedUtt:
 class StreamingFamily:
     """How one backbone family streams (registered in :data:`STREAM_SIMULATORS`).
 
-    points(config) -> operating points (ints); label(point, config) -> file-name label;
-    stream(backbone, wav (N,), locale, point, config) -> :class:`StreamedUtt`;
+    points(config) -> {file-name label: (operating point in ms, the family's setting)};
+    stream(transcriber, wav (N,), locale, setting, config) -> :class:`StreamedUtt`;
     offline(backbone, wav (N,), locale, config) -> transcript;
     availability: what ``model_avail`` means, for the report.
     """
 
-    points: Callable[[StreamEvalConfig], tuple[int, ...]]
-    label: Callable[[int, StreamEvalConfig], str]
+    points: Callable[[StreamEvalConfig], dict[str, tuple[int, Any]]]
     stream: Callable[..., StreamedUtt]
     offline: Callable[..., str]
     availability: str
@@ -110,9 +114,14 @@ STREAM_SIMULATORS: Registry[StreamingFamily] = Registry("streaming simulator")
 
 
 # --------------------------------------------------------------------------- transducer
-def _transducer_stream(transcriber, wav, lang, chunk_ms, config: StreamEvalConfig) -> StreamedUtt:
+def _transducer_points(config: StreamEvalConfig) -> dict[str, tuple[int, Any]]:
+    return {f"chunk{c}-left{config.left_context_chunks}":
+            (c, TransducerStreamingConfig(chunk_ms=c, left_context_chunks=config.left_context_chunks))
+            for c in config.chunk_ms}
+
+
+def _transducer_stream(transcriber, wav, lang, cfg: TransducerStreamingConfig, config: StreamEvalConfig) -> StreamedUtt:
     backbone = transcriber.backbone
-    cfg = TransducerStreamingConfig(chunk_ms=chunk_ms, left_context_chunks=config.left_context_chunks)
     s = stream_transducer(backbone, wav, transcriber.adapter_for(lang), cfg)
     words, (emit, avail) = token_words(backbone.tokenizer, s.tokens, [s.emit_times, s.avail_times])
     pieces = [backbone.tokenizer.decode([t]) for t in s.tokens]
@@ -130,8 +139,7 @@ def _transducer_offline(transcriber, wav, lang, config: StreamEvalConfig) -> str
 
 
 STREAM_SIMULATORS.register("transducer", StreamingFamily(
-    points=lambda c: c.chunk_ms,
-    label=lambda p, c: f"chunk{p}-left{c.left_context_chunks}",
+    points=_transducer_points,
     stream=_transducer_stream,
     offline=_transducer_offline,
     availability="end of the audio of the encoder frame that emitted the word's last token "
@@ -140,13 +148,14 @@ STREAM_SIMULATORS.register("transducer", StreamingFamily(
 
 
 # --------------------------------------------------------------------------- whisper
-def _whisper_stream(transcriber, wav, lang, step_ms, config: StreamEvalConfig) -> StreamedUtt:
-    cfg = WhisperStreamingConfig(step_ms=step_ms, agreement=config.agreement, max_buffer_s=config.max_buffer_s)
+def _whisper_stream(transcriber, wav, lang, cfg: WhisperStreamingConfig, config: StreamEvalConfig) -> StreamedUtt:
     key = transcriber.adapter_for(lang)
-    decode = whisper_decode_fn(transcriber.backbone, lang, transcriber.options_for(key), routing.Route([key]))
-    r = simulate_local_agreement(wav, decode, cfg)
+    options = transcriber.options_for(key)
+    r = run_stream(new_stream(cfg), wav,
+                   lambda step: decode_steps(transcriber.backbone, [StepRow(step, lang, key, options)])[0])
     return StreamedUtt(join_units(r.words, lang), r.words, r.emit_times, r.first_seen, r.processing_s,
-                       {"updates": r.updates, "trims": r.trims, "forced_flushes": r.forced_flushes})
+                       {"policy": cfg.policy, "updates": r.updates, "trims": r.trims,
+                        "forced_flushes": r.forced_flushes})
 
 
 def _whisper_offline(transcriber, wav, lang, config: StreamEvalConfig) -> str:
@@ -154,11 +163,11 @@ def _whisper_offline(transcriber, wav, lang, config: StreamEvalConfig) -> str:
 
 
 STREAM_SIMULATORS.register("whisper", StreamingFamily(
-    points=lambda c: c.step_ms,
-    label=lambda p, c: f"step{p}-la{c.agreement}",
+    points=lambda c: {p.label: (p.step_ms, p) for p in c.whisper_points()},
     stream=_whisper_stream,
     offline=_whisper_offline,
-    availability="end of the first update window whose hypothesis already held the word at its position",
+    availability="local-agreement: end of the first update window whose hypothesis already held the word at "
+                 "its position; alignatt: end of the encoder frame its last token attended to",
 ))
 
 
@@ -240,7 +249,7 @@ def run_stream_eval(transcriber, utterances: Sequence[Utterance], out_dir: str |
     if no_ref:
         raise ValueError(f"stream-eval needs reference transcripts; none for {no_ref[:5]}"
                          + (f" and {len(no_ref) - 5} more" if len(no_ref) > 5 else ""))
-    jobs = {sim.label(p, config): p for p in sim.points(config)}
+    jobs = sim.points(config)
     run = StreamEvalRun(family, {lab: out / stream_file(family, lab) for lab in jobs})
     run.files["offline"] = out / offline_file(family)
     with dir_lock(out, "asr-adapt stream-eval"):
@@ -266,11 +275,11 @@ def run_stream_eval(transcriber, utterances: Sequence[Utterance], out_dir: str |
                                             "duration": round(len(wav) / SAMPLE_RATE, 3),
                                             "processing_s": round(time.perf_counter() - t0, 4)})
                     bar.update(1)
-                for lab, point in jobs.items():
+                for lab, (point, setting) in jobs.items():
                     if u.utt_id in done[lab]:
                         continue
                     bar.set_postfix(point=lab)
-                    s = sim.stream(transcriber, wav, u.lang, point, config)
+                    s = sim.stream(transcriber, wav, u.lang, setting, config)
                     sinks[lab].write(_stream_record(u, wav, s, point))
                     bar.update(1)
                 run.done += 1

@@ -70,51 +70,128 @@ def _overhang_samples(fbank) -> int:
     return fbank.win - fbank.hop
 
 
-@torch.no_grad()
+@dataclass(frozen=True)
+class Piece:
+    """One piece of a stream's audio: samples [lo, hi) of the stream; ``final``: its last."""
+
+    lo: int
+    hi: int
+    final: bool
+
+
+class TransducerStream:
+    """One live stream through a transducer: audio pushed as it arrives, one encoder chunk
+    per piece (see the module doc for the piece grid), the model's encoder and search
+    state kept between pieces. Pieces depend only on the audio, not on when it arrived (a
+    piece runs as soon as its samples are buffered; at the end, the rest runs as the final
+    piece), so a live stream emits exactly what :func:`stream_transducer` emits offline.
+
+    ``adapter``: the stream's adapter key (``None``: the base model).
+    """
+
+    def __init__(self, model, adapter: str | None, config: TransducerStreamingConfig) -> None:
+        self.model, self.adapter, self.config = model, adapter, config
+        fb = model.fbank
+        self._hop, self._win = fb.hop, fb.win
+        self._chunk = round(config.chunk_ms * model.config.sample_rate / 1000)
+        self._first = self._chunk + _overhang_samples(fb)
+        self._audio = np.zeros(0, dtype=np.float32)  # samples from ``_offset`` on
+        self._offset = 0
+        self.received = 0
+        self.processed = 0  # samples covered by the pieces run so far
+        self._feats_done = 0  # feature frames computed so far
+        self.closed = False
+        self.done = False
+        self.state = model.init_streaming_state(1, config.chunk_frames(model.config.frame_ms),
+                                                config.left_context_chunks)
+        with routing.use([adapter]):  # the predictor may carry adapters
+            self.search = GreedyState.start(model, 1, model.cmvn.mean.device)
+        self.out = TokenStream([], [], [], [])
+        self._reported = 0
+
+    def push(self, samples: np.ndarray) -> None:
+        if self.closed:
+            raise RuntimeError("stream already closed")
+        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
+        self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples.copy()
+        self.received += len(samples)
+
+    def close(self) -> None:
+        self.closed = True
+
+    @property
+    def buffered_s(self) -> float:
+        return (self.received - self.processed) / self.model.config.sample_rate
+
+    def next_piece(self) -> Piece | None:
+        """The next piece to run, or ``None`` (waiting for audio, or done)."""
+        if self.done:
+            return None
+        want = self._first if self.processed == 0 else self.processed + self._chunk
+        if self.received >= want:
+            return Piece(self.processed, want, False)
+        if self.closed:
+            return Piece(self.processed, self.received, True)
+        return None
+
+    @torch.no_grad()
+    def run(self, piece: Piece) -> int:
+        """Run ``piece`` through the encoder and the greedy search; returns tokens emitted."""
+        model = self.model
+        hop, win = self._hop, self._win
+        t0 = time.perf_counter()
+        # Feature frames whose whole 25 ms window has arrived, from the first new one.
+        total = max(0, (piece.hi - win) // hop + 1)
+        lo = self._feats_done * hop
+        if total > self._feats_done:
+            feats, _ = model.features([self._audio[lo - self._offset : (total - 1) * hop + win - self._offset]])
+            x = feats[:, : total - self._feats_done]
+        else:
+            x = torch.zeros(1, 0, model.config.n_mels)
+        self._feats_done = total
+        with routing.use([self.adapter]):
+            y, y_lens, self.state = model.streaming_forward(x, torch.tensor([x.shape[1]]), self.state,
+                                                            final=piece.final)
+            self.out.pieces += 1
+            emitted = 0
+            if y.shape[1]:
+                before = len(self.search.tokens[0])
+                enc_p = model.joiner.project_encoder(y, "first_pass")
+                greedy_step(model, enc_p, y_lens, self.search, self.config.max_symbols_per_frame)
+                emitted = len(self.search.tokens[0]) - before
+                now = round(piece.hi / model.config.sample_rate, 4)
+                self.out.emit_times += [now] * emitted
+        self.processed = piece.hi
+        # Samples before the next feature frame's window are never read again.
+        drop = self._feats_done * hop
+        if drop > self._offset:
+            self._audio = self._audio[drop - self._offset :]
+            self._offset = drop
+        if piece.final:
+            self.done = True
+        self.out.processing_s += time.perf_counter() - t0
+        self._sync()
+        return emitted
+
+    def _sync(self) -> None:
+        self.out.tokens = list(self.search.tokens[0])
+        self.out.frame_times = list(self.search.times[0])
+        reach = self.model.config.frame_s + _overhang_samples(self.model.fbank) / self.model.config.sample_rate
+        self.out.avail_times = [round(t + reach, 4) for t in self.out.frame_times]
+
+
 def stream_transducer(model, wav: np.ndarray, adapter: str | None, config: TransducerStreamingConfig) -> TokenStream:
     """Stream one (N,) 16 kHz waveform through ``model`` piece by piece (batch of one).
 
     ``adapter``: the stream's adapter key (``None``: the base model). Tokens equal those of
     ``transcribe_batch(model, [wav], [lang], options(mode="streaming", ...), route=[adapter])``.
     """
-    fb = model.fbank
-    hop, win = fb.hop, fb.win
-    chunk = round(config.chunk_ms * model.config.sample_rate / 1000)
-    first = chunk + _overhang_samples(fb)
-    wav = np.asarray(wav, dtype=np.float32)
-    n = len(wav)
-    state = model.init_streaming_state(1, config.chunk_frames(model.config.frame_ms), config.left_context_chunks)
-    out = TokenStream([], [], [], [])
-    received, feats_done = 0, 0  # samples received, feature frames computed so far
-    t0 = time.perf_counter()
-    with routing.use([adapter]):
-        search = GreedyState.start(model, 1, model.cmvn.mean.device)  # routed: the predictor may carry adapters
-        while True:
-            received = min(n, first if received == 0 else received + chunk)
-            final = received >= n
-            # Feature frames whose whole 25 ms window has arrived, from the first new one.
-            total = max(0, (received - win) // hop + 1)
-            lo = feats_done * hop
-            piece = wav[lo : (total - 1) * hop + win] if total > feats_done else wav[:0]
-            feats, _ = model.features([piece]) if total > feats_done else (None, None)
-            x = feats[:, : total - feats_done] if feats is not None else torch.zeros(1, 0, model.config.n_mels)
-            feats_done = total
-            y, y_lens, state = model.streaming_forward(x, torch.tensor([x.shape[1]]), state, final=final)
-            out.pieces += 1
-            if y.shape[1]:
-                before = len(search.tokens[0])
-                enc_p = model.joiner.project_encoder(y, "first_pass")
-                greedy_step(model, enc_p, y_lens, search, config.max_symbols_per_frame)
-                now = round(received / model.config.sample_rate, 4)
-                out.emit_times += [now] * (len(search.tokens[0]) - before)
-            if final:
-                break
-    out.processing_s = time.perf_counter() - t0
-    out.tokens = list(search.tokens[0])
-    out.frame_times = list(search.times[0])
-    reach = model.config.frame_s + _overhang_samples(fb) / model.config.sample_rate
-    out.avail_times = [round(t + reach, 4) for t in out.frame_times]
-    return out
+    stream = TransducerStream(model, adapter, config)
+    stream.push(wav)
+    stream.close()
+    while (piece := stream.next_piece()) is not None:
+        stream.run(piece)
+    return stream.out
 
 
 def token_words(tokenizer, tokens: list[int], times: list[list[float]]) -> tuple[list[str], list[list[float]]]:

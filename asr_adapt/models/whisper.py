@@ -207,10 +207,10 @@ class WhisperBackbone(Backbone):
 
         For inference only, and one way: attach or load adapters first (their bundles are
         checked against the float32 weights), then convert. Linear layers that carry an
-        adapter (unmerged LoRA/S2-LoRA) keep float32 so the adapter stays exact and can still
-        merge; block adapters (LDA) keep working on converted blocks. A locale merged in
-        place keeps its hooks, so its linears stay float32 as well; for full int8 speed with
-        LoRA, export the merged model (plain weights, no adapters) and load that.
+        unmerged adapter (LoRA/S2-LoRA hooks) keep float32 so the adapter stays exact and can
+        still merge; block adapters (LDA) keep working on converted blocks. A locale merged
+        in place (``merge_locale``) leaves plain linears, which convert like the others (its
+        bank's parameters move along); it can then no longer be unmerged.
 
         Returns the names of the base linear layers left in float32 because of adapters.
         """
@@ -306,17 +306,23 @@ class WhisperBackbone(Backbone):
         cfg.num_hidden_layers = self.config.decoder_layers
         return EncoderDecoderCache(DynamicCache(config=cfg), DynamicCache(config=cfg))
 
-    def decoder_logits(self, input_ids: torch.Tensor, encoder_states: torch.Tensor, cache) -> torch.Tensor:
+    def decoder_logits(self, input_ids: torch.Tensor, encoder_states: torch.Tensor, cache,
+                       attention_mask: torch.Tensor | None = None,
+                       position_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Next-token logits of the last position.
 
         Args:
             input_ids: (B, U) new tokens (the whole prompt on the first call, then (B, 1)).
             encoder_states: (B, T, D); only read on the first call (cross K/V are cached).
             cache: from :meth:`new_cache`, updated in place.
+            attention_mask: (B, cached + U) 1 = real token, 0 = left padding (prompts of
+                different lengths in one batch); ``None``: no padding.
+            position_ids: (B, U) positions of the new tokens (needed with left padding).
         Returns:
             (B, V) float32 logits.
         """
-        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_states, cache=cache, use_cache=True)
+        out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_states, cache=cache, use_cache=True,
+                           attention_mask=attention_mask, position_ids=position_ids)
         return self.proj_out(out.last_hidden_state[:, -1]).float()
 
     def lang_token(self, lang: str | None) -> int:

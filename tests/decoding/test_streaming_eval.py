@@ -15,11 +15,8 @@ from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 from asr_adapt.decoding.streaming_eval import StreamEvalConfig, select_utterances, speech_span
 from asr_adapt.decoding.streaming_summary import normalised_units, reference_end_times, summarise_dir
 from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
-from asr_adapt.decoding.streaming_whisper import (
-    WhisperStreamingConfig,
-    simulate_local_agreement,
-    whisper_decode_fn,
-)
+from asr_adapt.decoding.streaming_whisper import WhisperStreamingConfig, simulate_local_agreement
+from asr_adapt.decoding.whisper_stream_step import whisper_decode_fn
 from asr_adapt.fileio import read_jsonl
 from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.models.transducer.tokenizer import CharTokenizer
