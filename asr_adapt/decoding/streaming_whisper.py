@@ -227,7 +227,7 @@ class WhisperStream:
 
     def apply(self, step: WhisperStep, out: StepOutput) -> list[CommittedWord]:
         """Fold ``out`` (the answer to ``step``) in; returns the words committed by it."""
-        if step.end <= self.end:
+        if step.end < self.end or (step.end == self.end and not step.final):
             raise RuntimeError(f"step ending at sample {step.end} was already applied (stream at {self.end})")
         before = len(self.result.words)
         self.end = step.end

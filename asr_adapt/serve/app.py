@@ -60,22 +60,58 @@ def read_audio(data: bytes, filename: str | None, config: ServeConfig):
     return wav
 
 
+def _stream_scheduler(engine, config: ServeConfig):
+    """The live-streaming scheduler over the engine's decode service (None for an engine
+    without one, or a backbone family that cannot stream)."""
+    from asr_adapt.serve.streaming import STREAM_FAMILIES, StreamScheduler
+
+    transcriber = getattr(engine, "transcriber", None)
+    if transcriber is None or transcriber.backbone.family not in STREAM_FAMILIES:
+        return None
+    return StreamScheduler(transcriber, max_sessions=config.stream_max_sessions,
+                           max_batch=config.stream_max_batch, lid_s=config.stream_lid_s)
+
+
+def _add_page(app: FastAPI) -> None:
+    """The page at ``/`` for trying live streaming in a browser (microphone in, text out)."""
+    from fastapi.responses import HTMLResponse
+
+    page = Path(__file__).with_name("static") / "index.html"
+
+    @app.get("/", response_class=HTMLResponse)
+    async def index():
+        if not page.exists():
+            return HTMLResponse("<p>asr-adapt: POST /transcribe, WebSocket /v1/stream</p>")
+        return HTMLResponse(page.read_text(encoding="utf-8"))
+
+
 def create_app(engine, config: ServeConfig) -> FastAPI:
     """The app around ``engine`` (:class:`~asr_adapt.serve.engine.ASREngine` or anything with
     ``decode(requests)``, ``check_locale``, ``adapter_for`` and ``locales``)."""
     batcher = DynamicBatcher(engine.decode, config.max_batch, config.max_wait_ms, config.max_queue)
+    scheduler = _stream_scheduler(engine, config)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI):
         batcher.start()
+        if scheduler is not None:
+            scheduler.start()
         try:
             yield
         finally:
             batcher.close()
+            if scheduler is not None:
+                scheduler.close()
 
     app = FastAPI(title="asr-adapt", lifespan=lifespan)
     app.state.batcher = batcher
     app.state.engine = engine
+    app.state.scheduler = scheduler
+    if scheduler is not None:
+        from asr_adapt.serve.stream_route import add_stream_routes
+
+        add_stream_routes(app, scheduler, config)
+    _add_page(app)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(request: Request, exc: RequestValidationError):

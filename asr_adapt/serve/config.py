@@ -42,7 +42,29 @@ class ServeConfig:
         default=False, metadata={"help": "rescore identification by decoding the first seconds with each top "
                                  "candidate's adapter"})
 
+    # Live streaming (WebSocket /v1/stream).
+    stream_max_sessions: int = field(default=32, metadata={
+        "help": "streaming: most concurrent sessions; one more is refused (close code 1013)"})
+    stream_max_batch: int = field(default=16, metadata={"help": "streaming: most sessions decoded in one batched step"})
+    stream_policy: str = field(default="local-agreement", metadata={
+        "help": "streaming whisper: default commit policy ('local-agreement' or 'alignatt'; a session may choose)"})
+    stream_step_ms: int = field(default=1000, metadata={"help": "streaming whisper: default new audio per re-decode (ms)"})
+    stream_guard_ms: int = field(default=400, metadata={"help": "streaming whisper alignatt: default guard (ms)"})
+    stream_chunk_ms: int = field(default=320, metadata={"help": "streaming transducer: default chunk (ms, multiple of 40)"})
+    stream_trim_s: float = field(default=10.0, metadata={
+        "help": "streaming whisper: trim committed audio from a session's buffer beyond this length (s)"})
+    stream_backlog_s: float = field(default=10.0, metadata={
+        "help": "streaming: stop reading a session's socket while more than this much of its audio (beyond one step) is undecoded (s)"})
+    stream_idle_s: float = field(default=30.0, metadata={"help": "streaming: close a session silent for this long (s)"})
+    stream_lid_s: float = field(default=2.0, metadata={
+        "help": "streaming: audio (s) an 'auto' session is language-identified on before it streams"})
+    stream_max_message_kb: int = field(default=1024, metadata={"help": "streaming: largest accepted message (KiB)"})
+
     def __post_init__(self) -> None:
+        if self.stream_max_sessions < 1 or self.stream_max_batch < 1 or self.stream_max_message_kb < 1:
+            raise ValueError("stream_max_sessions, stream_max_batch and stream_max_message_kb must be >= 1")
+        if min(self.stream_backlog_s, self.stream_idle_s, self.stream_lid_s, self.stream_trim_s) <= 0:
+            raise ValueError("stream_backlog_s, stream_idle_s, stream_lid_s and stream_trim_s must be > 0")
         if self.max_batch < 1 or self.max_queue < 1:
             raise ValueError("max_batch and max_queue must be >= 1")
         if self.max_wait_ms < 0 or self.max_upload_mb <= 0 or self.max_audio_s <= 0 or self.request_timeout_s <= 0:

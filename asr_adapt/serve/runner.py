@@ -1,5 +1,9 @@
 """Run the app with uvicorn: in the foreground (CLI) or in a thread on a free loopback port
-(tests, the load benchmark)."""
+(tests, the load benchmark).
+
+No WebSocket keepalive pings: a streaming client that sends faster than the model decodes is
+held back by not reading its socket (flow control), so its pongs would go unread and the
+ping would kill a healthy session; a silent client is closed by ``stream_idle_s`` instead."""
 
 from __future__ import annotations
 
@@ -14,7 +18,7 @@ def serve_forever(app, host: str, port: int) -> None:
     """Serve until interrupted (the ``asr-adapt serve`` command)."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False)
+    uvicorn.run(app, host=host, port=port, log_level="info", access_log=False, ws_ping_interval=None)
 
 
 @contextlib.contextmanager
@@ -30,7 +34,8 @@ def serve_in_thread(app, host: str = "127.0.0.1", start_timeout_s: float = 60.0)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on",
+                                           ws_ping_interval=None))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + start_timeout_s
