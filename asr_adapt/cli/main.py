@@ -30,6 +30,7 @@ COMMAND_MODULES = [
     "asr_adapt.cli.tokenizer",
     "asr_adapt.cli.init_model",
     "asr_adapt.cli.serve",
+    "asr_adapt.cli.stream",
 ]
 
 

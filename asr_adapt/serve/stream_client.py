@@ -70,9 +70,27 @@ async def stream_audio(url: str, wav: np.ndarray, *, locale: str | None = None, 
     packet_ms: audio per binary message; realtime: send each packet when its audio would
     have been spoken (else back to back); settings: extra start fields (policy, step_ms...).
     """
+    await asyncio.sleep(start_delay_s)
+    step = max(1, round(packet_ms * sample_rate / 1000))
+
+    async def packets(t0: float):
+        for lo in range(0, len(wav), step):
+            hi = min(len(wav), lo + step)
+            if realtime:
+                await asyncio.sleep(max(0.0, t0 + hi / sample_rate - time.monotonic()))
+            yield wav[lo:hi]
+
+    return await stream_source(url, packets, locale=locale, sample_rate=sample_rate, encoding=encoding,
+                               settings=settings, on_event=on_event, timeout_s=timeout_s)
+
+
+async def stream_source(url: str, source, *, locale: str | None = None, sample_rate: int = SAMPLE_RATE,
+                        encoding: str = "pcm_s16le", settings: dict | None = None,
+                        on_event: Callable[[dict], None] | None = None, timeout_s: float = 600.0) -> StreamTranscript:
+    """Stream what ``source(t0)`` yields (an async iterator of (N,) float32 packets; ``t0`` is
+    the monotonic time the session became ready) and wait for the end."""
     import websockets
 
-    await asyncio.sleep(start_delay_s)
     out = StreamTranscript()
     start = {"type": "start", "locale": locale or "auto", "sample_rate": sample_rate, "encoding": encoding,
              **(settings or {})}
@@ -83,24 +101,52 @@ async def stream_audio(url: str, wav: np.ndarray, *, locale: str | None = None, 
         first = json.loads(await asyncio.wait_for(ws.recv(), timeout_s))
         if first.get("type") != "ready":
             out.events.append((0.0, first))
+            if on_event is not None:
+                on_event(first)
             await _drain(ws, out, time.monotonic(), on_event, timeout_s)
             return out
         out.ready = first
         t0 = time.monotonic()
         reader = asyncio.create_task(_drain(ws, out, t0, on_event, timeout_s))
-        step = max(1, round(packet_ms * sample_rate / 1000))
-        for lo in range(0, len(wav), step):
-            hi = min(len(wav), lo + step)
-            if realtime:
-                await asyncio.sleep(max(0.0, t0 + hi / sample_rate - time.monotonic()))
+        sent = 0
+        async for packet in source(t0):
             if reader.done():
                 break
-            await ws.send(encode(wav[lo:hi], encoding))
-            out.packets.append((time.monotonic() - t0, hi / sample_rate))
+            await ws.send(encode(packet, encoding))
+            sent += len(packet)
+            out.packets.append((time.monotonic() - t0, sent / sample_rate))
         if not reader.done():
             await ws.send(json.dumps({"type": "end"}))
         await reader
     return out
+
+
+class MicSource:
+    """Packets pushed from a sound-device callback thread, as an async source for
+    :func:`stream_source`; :meth:`stop` (e.g. on Ctrl-C) ends it."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self._q: queue.Queue = queue.Queue()
+        self._stopped = False
+
+    def put(self, packet: np.ndarray) -> None:
+        self._q.put(packet)
+
+    def stop(self) -> None:
+        self._stopped = True
+
+    async def __call__(self, t0: float):
+        import queue
+        import signal
+
+        asyncio.get_running_loop().add_signal_handler(signal.SIGINT, self.stop)
+        while not self._stopped:
+            try:
+                yield self._q.get_nowait()
+            except queue.Empty:
+                await asyncio.sleep(0.02)
 
 
 async def _drain(ws, out: StreamTranscript, t0: float, on_event, timeout_s: float) -> None:

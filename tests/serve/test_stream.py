@@ -252,3 +252,22 @@ def test_a_hundred_sessions_opening_at_once(server):
     assert set(served) == {simulated(engine, wav, "el-GR")}
     assert app.state.scheduler.metrics()["active_sessions"] == 0
 
+
+
+def test_stream_cli_prints_finals_and_the_transcript(server, tmp_path, capsys):
+    import soundfile as sf
+
+    from asr_adapt.cli.main import main
+
+    url, _, engine = server
+    wav = audio(1.8, 41)
+    path = tmp_path / "talk.wav"
+    sf.write(path, wav, 16000, subtype="PCM_16")
+    assert main(["stream", str(path), "--server", url, "--locale", "el-GR", "--fast"]) == 0
+    out = capsys.readouterr().out.strip().splitlines()
+    assert out[-1] == simulated(engine, wav, "el-GR")
+    assert main(["stream", str(path), "--server", url, "--locale", "xx-XX", "--fast"]) == 1
+    assert "unsupported locale" in capsys.readouterr().err
+    assert main(["stream", str(path), "--server", url, "--json", "--fast", "--locale", "uk-UA"]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert events[-1]["type"] == "end" and {e["type"] for e in events} >= {"final", "end"}
