@@ -96,7 +96,9 @@ class LiveSession:
         self.ready_since: float | None = None  # when its pending step became ready
         self._last_partial: str | None = None
         self._words: list[str] = []  # committed units
-        self._tokens_reported = 0  # transducer: tokens already turned into final events
+        self._tokens_reported = 0  # transducer: tokens seen by the last report
+        self._pending_token = 0  # transducer: first token of the first word not final yet
+        self._last_end = 0.0  # transducer: end time of the last final word
 
     # ------------------------------------------------------------------ audio in
     @property
@@ -218,19 +220,28 @@ def _transducer_report(s: LiveSession) -> None:
     out = s.stream.out
     tok = s.stream.model.tokenizer
     now = s.stream.processed / SAMPLE_RATE
-    if len(out.tokens) > s._tokens_reported:
-        words, (emit, avail) = token_words(tok, out.tokens, [out.emit_times, out.avail_times])
-        # The last word may still grow (its next token can come with the next chunk), so a
-        # word is final once a later word has started, or at the end of the stream.
-        n_final = len(words) if s.stream.done else max(0, len(words) - 1)
-        if n_final > len(s._words):
-            starts = [avail[i - 1] if i else 0.0 for i in range(len(words))]
-            s._final([{"word": words[i], "start": round(min(starts[i], avail[i]), 3), "end": round(avail[i], 3)}
-                      for i in range(len(s._words), n_final)], now)
-        s._tokens_reported = len(out.tokens)
-        s._partial(" ".join(words[len(s._words):]), now)
-    elif s.stream.done:
-        s._partial("", now)
+    if len(out.tokens) == s._tokens_reported and not s.stream.done:
+        return
+    s._tokens_reported = len(out.tokens)
+    # Only the tokens from the first word not yet final are looked at (a long stream stays cheap).
+    base = s._pending_token
+    tokens, avail = out.tokens[base:], out.avail_times[base:]
+    words, (ends,) = token_words(tok, tokens, [avail])
+    # The last word may still grow (its next token can come with the next chunk), so a word
+    # is final once a later word has started, or at the end of the stream.
+    n_final = len(words) if s.stream.done else max(0, len(words) - 1)
+    if n_final:
+        prev = s._last_end
+        final = []
+        for w, e in zip(words[:n_final], ends[:n_final]):
+            final.append({"word": w, "start": round(min(prev, e), 3), "end": round(e, 3)})
+            prev = e
+        s._last_end = prev
+        s._final(final, now)
+        # The next pending word starts at the first token after which the text has n_final + 1 words.
+        s._pending_token = base + next((k for k in range(len(tokens))
+                                        if len(tok.decode(tokens[: k + 1]).split()) > n_final), len(tokens))
+    s._partial(" ".join(words[n_final:]), now)
 
 
 STREAM_FAMILIES.register("transducer", StreamFamily(

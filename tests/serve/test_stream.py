@@ -271,3 +271,37 @@ def test_stream_cli_prints_finals_and_the_transcript(server, tmp_path, capsys):
     assert main(["stream", str(path), "--server", url, "--json", "--fast", "--locale", "uk-UA"]) == 0
     events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert events[-1]["type"] == "end" and {e["type"] for e in events} >= {"final", "end"}
+
+
+def test_transducer_sessions_stream_chunk_by_chunk_like_stream_eval():
+    """Transducer sessions keep their encoder and search state on the server; each one's
+    committed words equal the offline chunked stream of the same audio."""
+    import torch
+
+    from asr_adapt.decoding.service import Transcriber
+    from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
+    from asr_adapt.models.transducer import TransducerBackbone
+    from asr_adapt.models.transducer.tokenizer import CharTokenizer
+    from asr_adapt.serve import ASREngine
+
+    torch.manual_seed(0)
+    model = TransducerBackbone.from_preset("tiny", CharTokenizer.train(["abc de", "fgh ij"])).eval()
+    with torch.no_grad():
+        model.joiner.out.bias[0] -= 3.0  # emit tokens on noise
+    app = create_app(ASREngine(Transcriber(model)), ServeConfig())
+    wavs = [audio(1.9, 51), audio(2.6, 52), audio(1.1, 53)]
+    chunks = [320, 160, 640]
+
+    def expected(wav, chunk):
+        s = stream_transducer(model, wav, None, TransducerStreamingConfig(chunk_ms=chunk))
+        return " ".join(token_words(model.tokenizer, s.tokens, [s.emit_times])[0])
+
+    with serve_in_thread(app) as url:
+        results = asyncio.run(_many(url, [(w, {"locale": "en-US", "packet_ms": 150, "realtime": False,
+                                               "settings": {"chunk_ms": c}}) for w, c in zip(wavs, chunks)]))
+        refused = asyncio.run(_raw(url, json.dumps({"type": "start", "locale": "auto"})))
+    for r, w, c in zip(results, wavs, chunks):
+        assert r.close_code == 1000 and r.ready["chunk_ms"] == c
+        assert r.text == expected(w, c) and r.text
+        assert " ".join(w["word"] for _, w in r.words) == r.text
+    assert refused[1] == 1008 and "cannot identify" in refused[2]
