@@ -176,7 +176,9 @@ def write_summary(out_dir: str | Path, normaliser: str = "multilingual", plot: b
         from asr_adapt.scoring.plots import plot_wer_vs_latency
 
         paths["png"] = plot_wer_vs_latency(
-            [{"locale": r["locale"], "system": r["family"], "chunk": r["label"].split("-")[0],
+            # One line per (locale, family + the label's non-point part, e.g. the policy).
+            [{"locale": r["locale"], "system": f"{r['family']} {r['label'].split('-', 1)[-1]}",
+              "chunk": r["label"].split("-")[0],
               "latency_ms": r["delay_p50_ms"], "wer": r["wer"]} for r in points], out / PLOT_FILE)
     return paths
 

@@ -156,6 +156,49 @@ def test_whisper_decode_fn_forces_the_prefix(plain):
     assert r.updates == 2 and len(r.words) == len(r.emit_times) == len(r.first_seen)
 
 
+def scripted_alignatt(calls: list):
+    """Fake guided decoder on a sample-index signal: after the prefix it emits the words
+    whose audio ended before the guard, each attending to its own end frame, and stops
+    inside the next word (incomplete) when one is still being spoken."""
+    from asr_adapt.decoding.streaming_whisper import StepOutput
+
+    def step_fn(step):
+        start, end = step.start / SR, step.end / SR
+        calls.append((start, end, step.prompt, step.prefix, step.guard_frames))
+        limit = end - (step.guard_frames or 0) * 0.02
+        done = [w for w, e in zip(WORDS, ENDS) if e <= limit + 1e-9]
+        assert list(step.prompt) + list(step.prefix) == done[: len(step.prompt) + len(step.prefix)]
+        new = done[len(step.prompt) + len(step.prefix):]
+        frames = [round((e - start) / 0.02) - 1 for e in ENDS[len(step.prompt) + len(step.prefix):][: len(new)]]
+        speaking = len(done) < len(WORDS) and step.guard_frames is not None
+        if speaking:  # the model starts the next word, then the guard stops it mid-word
+            new, frames = new + ["par"], frames + [frames[-1] if frames else 0]
+        return StepOutput(list(step.prefix) + new, frames, complete=not speaking)
+
+    return step_fn
+
+
+@pytest.mark.parametrize("step_ms,max_buffer_s", [(500, 10.0), (1000, 2.0)])
+def test_alignatt_commits_heard_words_once_and_trims_at_their_frames(step_ms, max_buffer_s):
+    from asr_adapt.decoding.streaming_whisper import AlignAttStream, run_stream
+
+    wav = np.arange(int(6.1 * SR), dtype=np.float64)
+    calls: list = []
+    cfg = WhisperStreamingConfig(step_ms=step_ms, policy="alignatt", guard_ms=400, max_buffer_s=max_buffer_s)
+    r = run_stream(AlignAttStream(cfg), wav, scripted_alignatt(calls))
+    assert r.words == WORDS
+    assert r.first_seen == pytest.approx(ENDS)  # the attended frame's end is the word's end
+    for e, end in zip(r.emit_times, ENDS):  # committed at the first update that heard it past the guard
+        assert end + 0.4 <= e + 1e-9 or e == pytest.approx(len(wav) / SR)
+        assert e - (end + 0.4) < step_ms / 1000 + 1e-9
+    assert calls[-1][4] is None and all(c[4] == 20 for c in calls[:-1])  # guard off only at the end
+    if max_buffer_s < 10:
+        assert r.trims and any(prompt for _, _, prompt, _, _ in calls)
+        assert all(t in ENDS for t in r.trims)
+    else:
+        assert not r.trims
+
+
 # ------------------------------------------------------------------ latency arithmetic
 def test_reference_end_times_are_proportional_to_characters():
     assert reference_end_times(["ab", "cdef"], 1.0, 4.0) == pytest.approx([2.0, 4.0])
@@ -237,3 +280,24 @@ def test_cli_stream_eval_transducer(tmp_path, data_dir, tiny_transducer, capsys)
     assert main(bad + ["--backbone", "transducer", "--chunk-ms", "100"]) == 2
     assert main(bad + ["--backbone", "nope"]) == 2
     assert "known: " in capsys.readouterr().err
+
+
+def test_cross_attention_probe_matches_the_models_own_attention_weights(tokenizer):
+    """The AlignAtt probe (query hook + cached keys) equals the cross-attention weights the
+    model itself returns (eager attention), averaged over the alignment heads."""
+    from asr_adapt.decoding.whisper_stream_step import CrossAttentionProbe, alignment_heads
+    from asr_adapt.models.whisper import WhisperBackbone, tiny_config
+
+    torch.manual_seed(3)
+    bb = WhisperBackbone.from_config(tiny_config(init_std=0.3, attn_implementation="eager"), tokenizer)
+    enc = bb.encode(bb.features([noise(1.3, 2), noise(0.7, 4)]))
+    ids = torch.tensor([bb.prompt("de") + [400, 500]] * 2)
+    heads = alignment_heads(bb)
+    probe = CrossAttentionProbe(bb, heads)
+    cache = bb.new_cache()
+    with torch.no_grad(), probe.attached():
+        bb.decoder_logits(ids, enc, cache)
+        got = probe.peak_frames(cache)
+        ref = bb.decoder(input_ids=ids, encoder_hidden_states=enc, output_attentions=True)
+    weights = sum(ref.cross_attentions[layer][:, h, -1] for layer, h in heads)  # (B, T)
+    assert got.tolist() == weights.argmax(-1).tolist()
