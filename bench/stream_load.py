@@ -149,6 +149,7 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-ms", type=int, default=320)
     ap.add_argument("--batch", type=int, default=16, help="most sessions per batched step (1: one at a time)")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--compute-type", default="float32", help="whisper: base linears' compute type (e.g. int8)")
     ap.add_argument("--no-check", action="store_true", help="skip the stream-eval equality check")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=None, help="JSON results file")
@@ -160,7 +161,7 @@ def main(argv=None) -> int:
     from asr_adapt.serve import ASREngine, ServeConfig, create_app, serve_in_thread
 
     torch.set_num_threads(args.threads)
-    transcriber = Transcriber.load(args.family, args.model, args.adapters)
+    transcriber = Transcriber.load(args.family, args.model, args.adapters, compute_type=args.compute_type)
     ns = [int(x) for x in args.sessions.split(",")]
     locales = [x.strip() for x in args.locales.split(",") if x.strip()]
     config = ServeConfig(stream_max_sessions=max(ns), stream_max_batch=args.batch, stream_idle_s=120.0)

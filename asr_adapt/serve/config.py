@@ -29,6 +29,8 @@ class ServeConfig:
     beam_size: int = field(default=1, metadata={"help": "1: greedy; >1: beam search"})
     context: str = field(default="dynamic", metadata={"help": "'dynamic' (encoder on real length) or 'full' (30 s)"})
     threads: int = field(default=0, metadata={"help": "torch threads for decoding (0: leave torch's default)"})
+    compute_type: str = field(default="float32", metadata={
+        "help": "whisper: compute type of the base linears (float32, int8, int8_decoder, ...; see asr-adapt decode)"})
     siblings: dict[str, str] = field(
         default_factory=dict,
         metadata={"help": "locale or language -> adapter locale allowed to serve it (e.g. el-CY=el-GR, "

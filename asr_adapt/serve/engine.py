@@ -63,7 +63,7 @@ class ASREngine:
         if config.threads:
             torch.set_num_threads(config.threads)
         lid = LanguageId(candidates=config.lid_candidates, adapter_aware=config.adapter_aware_lid)
-        return cls(Transcriber.load(config.family, config.model, config.adapters,
+        return cls(Transcriber.load(config.family, config.model, config.adapters, compute_type=config.compute_type,
                                     options={"beam_size": config.beam_size, "context": config.context},
                                     siblings=config.siblings, lid=lid))
 
