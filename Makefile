@@ -20,11 +20,18 @@ $(STAMP): pyproject.toml
 EXTRA_TTS := flite festival festvox-kallpc16k festvox-us-slt-hts festvox-italp16k festvox-itapc16k \
 	festvox-czech-dita festvox-czech-machac festvox-ru
 
+# Headless browser for the live page's test (tests/serve/test_browser.py, `make test-slow`).
+# Optional like the TTS engines: without it that test is skipped.
+BROWSER := chromium
+
 sysdeps:
 	@bash tools/install_sysdeps.sh
 	@dpkg -s $(EXTRA_TTS) >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(EXTRA_TTS) >/dev/null; } || \
 	  echo "note: optional TTS engines missing; to add them: sudo apt-get install -y $(EXTRA_TTS)" >&2
+	@command -v $(BROWSER) >/dev/null 2>&1 || { [ "$$(id -u)" -eq 0 ] && apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $(BROWSER) >/dev/null; } || \
+	  echo "note: optional $(BROWSER) missing (the browser test skips); to add it: sudo apt-get install -y $(BROWSER)" >&2
 
 demo: setup
 	cd egs/synth_tail/asr1 && ./run.sh --quick true
