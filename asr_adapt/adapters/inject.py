@@ -6,7 +6,9 @@ An attached adapter set lives in three places:
   (e.g. ``encoder.layers.0.lda_adapters``), so base parameter names never change and the
   adapter parameters travel with ``state_dict``/``.to()``;
 * a forward hook on the target, the bank's bound ``hook`` method (bound methods, unlike
-  closures, are re-bound correctly by ``copy.deepcopy``);
+  closures, are re-bound correctly by ``copy.deepcopy``); while a locale is merged the
+  hook is taken off the target and a guard pre-hook sits on the target's parent instead
+  (:func:`suspend_hooks`), so a merged linear is a plain linear again;
 * an :class:`AttachedSet` record in ``model.__dict__`` (type, resolved config, targets),
   used by save/load/merge; it is bookkeeping only and holds no tensors of the model.
 """
@@ -52,6 +54,8 @@ class AttachedSet:
     merged: str | None = None
     originals: dict[str, torch.Tensor] = field(default_factory=dict)  # weights before merge
     handles: dict[str, Any] = field(default_factory=dict)
+    hook_order: dict[str, list[int]] = field(default_factory=dict)  # target -> hook ids before merge
+    guards: dict[str, Any] = field(default_factory=dict)  # parent module name -> guard pre-hook handle
 
     @property
     def spec(self) -> AdapterSpec:
@@ -193,6 +197,43 @@ def detach_adapters(model: nn.Module, adapter: str | None = None) -> None:
         if aset.spec.shared_attr and hasattr(model, aset.spec.shared_attr):
             delattr(model, aset.spec.shared_attr)
         del attached_sets(model)[aset.adapter]
+
+
+def suspend_hooks(model: nn.Module, aset: AttachedSet) -> None:
+    """Take the banks' forward hooks off the targets (a merged locale needs no hook).
+
+    Each distinct parent of a target gets one forward pre-hook instead, the bank's
+    ``guard``, which only checks the routing: rows routed to another locale raise rather
+    than silently getting the merged weights. The targets themselves are then plain
+    modules (no hooks, so compute-type conversions treat them like any other linear).
+    """
+    modules = dict(model.named_modules())
+    for t in aset.targets:
+        hooks = modules[t]._forward_hooks
+        aset.hook_order[t] = list(hooks)
+        del hooks[aset.handles[t].id]
+    for t in aset.targets:
+        parent = t.rpartition(".")[0]
+        if parent not in aset.guards:
+            bank = getattr(modules[t], aset.spec.bank_attr)
+            aset.guards[parent] = modules[parent].register_forward_pre_hook(bank.guard)
+
+
+def resume_hooks(model: nn.Module, aset: AttachedSet) -> None:
+    """Undo :func:`suspend_hooks`: the guards go, each bank's hook returns to its old place
+    among the target's hooks (so hooks of other adapter types keep their order)."""
+    modules = dict(model.named_modules())
+    for handle in aset.guards.values():
+        handle.remove()
+    aset.guards.clear()
+    for t in aset.targets:
+        host = modules[t]
+        hooks = host._forward_hooks
+        hooks[aset.handles[t].id] = getattr(host, aset.spec.bank_attr).hook
+        pos = {hid: i for i, hid in enumerate(aset.hook_order.pop(t))}
+        ordered = sorted(hooks.items(), key=lambda kv: pos.get(kv[0], len(pos)))  # stable: later hooks stay last
+        hooks.clear()
+        hooks.update(ordered)
 
 
 def freeze_base(model: nn.Module) -> tuple[int, int]:

@@ -1,8 +1,11 @@
 """Folding one locale's linear adapters into the base weights, and undoing it exactly.
 
 Merged, the model is the base model adapted to that locale at no inference cost (what an
-exported model ships). The original weights are kept so :func:`unmerge` restores them bit
-for bit (re-subtracting the delta would leave rounding residue).
+exported model ships): the adapted linears carry no forward hook (only one routing guard
+per parent module remains, :func:`asr_adapt.adapters.inject.suspend_hooks`), so they run
+and convert (e.g. to int8) like any other linear. The original weights are kept so
+:func:`unmerge` restores them bit for bit (re-subtracting the delta would leave rounding
+residue), and with them the hooks and per-row routing.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections import Counter
 import torch
 from torch import nn
 
-from asr_adapt.adapters.inject import AttachedSet, _one_set
+from asr_adapt.adapters.inject import AttachedSet, _one_set, resume_hooks, suspend_hooks
 from asr_adapt.adapters.locales import resolve_locale
 from asr_adapt.adapters.registry import AdapterError
 
@@ -37,7 +40,8 @@ def merge_locale(model: nn.Module, locale: str, adapter: str | None = None) -> s
     """Fold ``locale``'s delta (with language fallback) into the adapted weights.
 
     Returns the adapter key that was merged (``"el"`` for ``"el-GR"`` when only ``el``
-    exists). While merged, the type's hooks are off; routing rows to another locale raises.
+    exists). While merged, the type's hooks are off the adapted linears; routing rows to
+    another locale raises.
     """
     sets = _one_set(model, adapter)
     _check_mergeable(sets)
@@ -58,21 +62,32 @@ def merge_locale(model: nn.Module, locale: str, adapter: str | None = None) -> s
                 aset.originals[t] = linear.weight.detach().clone()
                 linear.weight.copy_(merge_weight(linear.weight, bank.delta(key)))
                 bank.merged = key
+        suspend_hooks(model, aset)
         aset.merged = merged_key = key
     return merged_key
 
 
+def _check_restorable(modules: dict[str, nn.Module], aset: AttachedSet) -> None:
+    for t in aset.targets:
+        weight = getattr(modules[t], "weight", None)
+        if not isinstance(weight, torch.Tensor) or weight.shape != aset.originals[t].shape:
+            raise AdapterError(
+                f"{t} was replaced after merging {aset.merged!r} (e.g. converted by set_compute_type), so its "
+                "original weights cannot be put back; load the model again to use other locales"
+            )
+
+
 def unmerge(model: nn.Module, adapter: str | None = None) -> bool:
-    """Restore the exact pre-merge weights. Returns ``False`` when nothing was merged."""
+    """Restore the exact pre-merge weights and the hooks. Returns ``False`` when nothing was merged."""
     modules = dict(model.named_modules())
-    done = False
-    for aset in _one_set(model, adapter):
-        if aset.merged is None:
-            continue
+    sets = [aset for aset in _one_set(model, adapter) if aset.merged is not None]
+    for aset in sets:  # all checked before any is changed
+        _check_restorable(modules, aset)
+    for aset in sets:
         with torch.no_grad():
             for t in aset.targets:
                 modules[t].weight.copy_(aset.originals.pop(t))
                 getattr(modules[t], aset.spec.bank_attr).merged = None
+        resume_hooks(model, aset)
         aset.merged = None
-        done = True
-    return done
+    return bool(sets)

@@ -17,23 +17,13 @@ from asr_adapt.adapters.locales import resolve_locale
 from asr_adapt.adapters.registry import AdapterError
 
 
-def plan(batch: int, keys: frozenset[str], merged: str | None = None) -> list[tuple[str, torch.Tensor | None]]:
+def plan(batch: int, keys: frozenset[str]) -> list[tuple[str, torch.Tensor | None]]:
     """``[(key, rows)]`` for the rows that have an adapter; ``rows=None`` means all rows.
 
-    Empty when routing is inactive (the frozen base model). When a locale is merged into
-    the base weights the bank is off; routing any row elsewhere would silently get the
-    merged locale's weights, so that raises.
+    Empty when routing is inactive (the frozen base model).
     """
     g = routing.groups(batch)
     if g is None:
-        return []
-    if merged is not None:
-        bad = sorted({str(loc) for loc in g if resolve_locale(loc, keys) != merged})
-        if bad:
-            raise AdapterError(
-                f"adapters are merged for {merged!r} but rows are routed to {bad}; "
-                "unmerge() first, or route only that locale"
-            )
         return []
     by_key: dict[str, list[torch.Tensor]] = {}
     for loc, rows in g.items():
@@ -45,6 +35,23 @@ def plan(batch: int, keys: frozenset[str], merged: str | None = None) -> list[tu
         rows = parts[0] if len(parts) == 1 else torch.cat(parts)
         out.append((key, None if rows.numel() == batch else rows))
     return out
+
+
+def check_merged(keys: frozenset[str], merged: str) -> None:
+    """Raise when the active routing sends a row anywhere but the merged locale ``merged``.
+
+    While a locale is folded into the base weights every row gets that locale's weights,
+    so a row routed to another locale (or to the base, ``None``) would silently get them.
+    """
+    locales = routing.current()
+    if locales is None:
+        return
+    bad = sorted({str(loc) for loc in set(locales) if resolve_locale(loc, keys) != merged})
+    if bad:
+        raise AdapterError(
+            f"adapters are merged for {merged!r} but rows are routed to {bad}; "
+            "unmerge() first, or route only that locale"
+        )
 
 
 def add_routed(
@@ -73,7 +80,9 @@ class BankMixin:
     """State every per-locale bank carries, next to its ``ModuleDict``/``ParameterDict`` body.
 
     batch_dim: dimension of the batch in the hooked activations (0 for ``(B, T, D)``).
-    merged: locale currently folded into the base weights (the bank is then off).
+    merged: locale currently folded into the base weights. The bank's forward hook is then
+        removed from its target (:func:`asr_adapt.adapters.merge.merge_locale`), and
+        :meth:`guard` runs on the target's parent instead.
     """
 
     batch_dim: int = 0
@@ -83,4 +92,9 @@ class BankMixin:
         return frozenset(self.keys())  # type: ignore[attr-defined]
 
     def steps(self, batch: int) -> list[tuple[str, torch.Tensor | None]]:
-        return plan(batch, self.locale_keys(), self.merged)
+        return plan(batch, self.locale_keys())
+
+    def guard(self, module, args: tuple) -> None:
+        """Forward pre-hook while merged: rows routed to another locale raise (:func:`check_merged`)."""
+        if self.merged is not None:
+            check_merged(self.locale_keys(), self.merged)

@@ -161,23 +161,35 @@ COMPUTE_TYPES.register(
 def convertible(root: nn.Module, names: Sequence[str]) -> tuple[list[str], list[str]]:
     """Split linear-layer names into (to convert, to keep as they are).
 
-    A linear with forward hooks or child modules stays: converting replaces the module, and
-    what is attached to it (an unmerged LoRA/S2-LoRA bank and its hook, which also reads and
-    writes the module's ``weight`` when merging) would be lost or broken. Block-level
-    adapters (LDA) hook the block, not its linears, so those linears still convert.
+    A linear with forward hooks stays: converting replaces the module, and its hooks (an
+    unmerged LoRA/S2-LoRA bank's, which also needs the float ``weight`` to merge later)
+    would be lost. A linear without hooks converts even when modules hang under it (a
+    merged LoRA/S2-LoRA bank: parameters only, never run by ``Linear.forward``); they move
+    to the replacement (:func:`replace_modules`). Block-level adapters (LDA) hook the
+    block, not its linears, so those linears convert too.
     """
     modules = dict(root.named_modules())
     convert, keep = [], []
     for name in names:
         mod = modules[name]
-        attached = mod._forward_hooks or mod._forward_pre_hooks or next(mod.children(), None) is not None
-        (keep if attached or not isinstance(mod, nn.Linear) else convert).append(name)
+        hooked = mod._forward_hooks or mod._forward_pre_hooks
+        (keep if hooked or not isinstance(mod, nn.Linear) else convert).append(name)
     return convert, keep
 
 
 def replace_modules(root: nn.Module, names: Sequence[str], make: Callable[[nn.Module], nn.Module]) -> None:
-    """``root.<name> = make(root.<name>)`` for each dotted ``name``, in place."""
+    """``root.<name> = make(root.<name>)`` for each dotted ``name``, in place.
+
+    Child modules of the old module move to the new one under the same names, so what is
+    registered there (e.g. a merged adapter's parameters) keeps its ``state_dict`` keys.
+    """
     for name in names:
         parent_name, _, child = name.rpartition(".")
         parent = root.get_submodule(parent_name) if parent_name else root
-        setattr(parent, child, make(getattr(parent, child)))
+        old = getattr(parent, child)
+        new = make(old)
+        for sub_name, sub in old.named_children():
+            if hasattr(new, sub_name):
+                raise ValueError(f"{name}.{sub_name}: the converted module already has an attribute {sub_name!r}")
+            new.add_module(sub_name, sub)
+        setattr(parent, child, new)
