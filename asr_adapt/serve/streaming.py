@@ -264,7 +264,7 @@ class SchedulerStats:
     ticks: int = 0
     busy_s: float = 0.0
     batch_sizes: dict[int, int] = field(default_factory=dict)
-    tick_ms: deque = field(default_factory=lambda: deque(maxlen=1000))
+    tick_ms: deque = field(default_factory=lambda: deque(maxlen=10000))  # the latest ticks
 
 
 class StreamScheduler:
