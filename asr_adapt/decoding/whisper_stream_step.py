@@ -9,11 +9,12 @@ A row's answer must not depend on which other rows share its batch (the server's
 depend on timing; ``stream-eval`` decodes one stream at a time, and both must commit the
 same text). So:
 
-* rows are grouped by encoder window (each row's features are padded to the window of its
-  own buffer, never to a longer neighbour's); with the default 10 s minimum window every
-  buffer up to 10 s shares one window, so groups are large;
-* prompts of different lengths (prompt words, forced prefix) are left-padded, with an
-  attention mask and explicit positions, which makes the padding invisible to each row.
+* the encoder runs on each row's own window (rows sharing a window are encoded together:
+  the encoder has no padding mask, so a row is never padded to a longer neighbour's window);
+* the decoder then takes every greedy row at once: encoder states of different lengths are
+  zero-padded and masked out of the cross-attention (:class:`CrossMask`), and prompts of
+  different lengths (prompt words, forced prefix) are left-padded with an attention mask and
+  explicit positions, so the padding is invisible to each row.
 
 Greedy rows run :func:`ragged_greedy`, which can also stop each row at its AlignAtt guard:
 after every step it reads the cross-attention of the model's alignment heads (queries
@@ -103,8 +104,9 @@ class CrossAttentionProbe:
             for h in handles:
                 h.remove()
 
-    def peak_frames(self, cache) -> torch.Tensor:
-        """(B,) encoder frame with the highest head-averaged attention for the last query."""
+    def peak_frames(self, cache, frames: torch.Tensor | None = None) -> torch.Tensor:
+        """(B,) encoder frame with the highest head-averaged attention for the last query;
+        ``frames``: (B, T) real frames (padding gets no attention, as in the decoder)."""
         total = None
         for layer in self.layers:
             q = self.queries[layer]  # (B, D)
@@ -113,6 +115,8 @@ class CrossAttentionProbe:
             q = q.view(b, n_heads, self.head_dim).to(keys.dtype)
             want = [h for lay, h in self.heads if lay == layer]
             scores = torch.einsum("bhd,bhtd->bht", q[:, want], keys[:, want]) * self.head_dim**-0.5
+            if frames is not None:
+                scores = scores.masked_fill(~frames[:, None, :], float("-inf"))
             probs = scores.float().softmax(-1).sum(1)  # (B, T)
             total = probs if total is None else total + probs
         return total.argmax(-1)
@@ -120,13 +124,16 @@ class CrossAttentionProbe:
 
 def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]], caps: Sequence[int],
                   options: DecodingOptions, route: routing.Route, *, blank_ok: Sequence[bool],
-                  guards: Sequence[int | None], content_frames: Sequence[int]) -> list[RowSearch]:
+                  guards: Sequence[int | None], content_frames: Sequence[int],
+                  enc_frames: torch.Tensor | None = None) -> list[RowSearch]:
     """Greedy search over prompts of different lengths (left-padded and masked).
 
     enc: (B, T, D); prompts[i]: row i's prompt ids; caps: (B,) token caps; blank_ok[i]:
     the first token may be blank/end of text (a row continuing a forced prefix);
     guards[i]: AlignAtt guard in encoder frames (None: no guard); content_frames[i]:
-    encoder frames holding row i's audio (the rest of the window is padding).
+    encoder frames holding row i's audio (the rest of the window is padding);
+    enc_frames: (B, T) which encoder frames are real when rows of different windows share
+    the batch (None: all rows have T frames).
     """
     dev = enc.device
     eot = backbone.tokens.eot
@@ -148,14 +155,15 @@ def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]],
     guarded = any(g is not None for g in guards)
     probe = CrossAttentionProbe(backbone, alignment_heads(backbone)) if guarded else None
     cache = backbone.new_cache()
-    with probe.attached() if probe else contextlib.nullcontext(), routing.use(route):
+    cross = CrossMask(backbone, enc_frames)
+    with probe.attached() if probe else contextlib.nullcontext(), cross.attached(), routing.use(route):
         logits = backbone.decoder_logits(ids, enc, cache, attention_mask=att, position_ids=pos)
         step = 0
         while True:
             masked = logits + first if step == 0 else strict(logits, step)
             logp = torch.log_softmax(masked, dim=-1)
             best_lp, best = logp.max(dim=-1)
-            peaks = probe.peak_frames(cache).tolist() if probe else [0] * len(alive)
+            peaks = probe.peak_frames(cache, cross.frames).tolist() if probe else [0] * len(alive)
             keep: list[int] = []
             for j, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
                 row = alive[j]
@@ -169,7 +177,8 @@ def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]],
                     continue
                 r.result.sum_logprob += lp
                 r.result.tokens.append(tok)
-                r.frames.append(int(peaks[j]))
+                if g is not None:
+                    r.frames.append(int(peaks[j]))
                 if loop := _loop_len(r.result.tokens, options):
                     r.result.tokens, r.result.looped = cut_loop(r.result.tokens, loop), True
                     r.frames = r.frames[: len(r.result.tokens)]
@@ -182,6 +191,7 @@ def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]],
             if len(keep) < len(alive):
                 idx = torch.tensor(keep, device=dev)
                 cache.batch_select_indices(idx)
+                cross.select(idx)
                 enc, att, pos = enc[idx], att[idx], pos[idx]
                 alive = [alive[j] for j in keep]
                 best = best[idx]
@@ -208,35 +218,118 @@ def _space_tokens(backbone) -> frozenset[int]:
 
 
 def decode_steps(backbone, rows: Sequence[StepRow]) -> list[StepOutput]:
-    """Answer every row's step; rows are batched by (window, options) as the module doc says."""
+    """Answer every row's step (see the module doc for how rows share the batch)."""
+    if not rows:
+        return []
+    enc, codes = _encode_rows(backbone, rows)
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(rows):
-        o = r.options
-        window = window_samples(len(r.step.audio), o.context, o.min_window_s, o.window_step_s)
-        batchable = o.method == "greedy"
-        groups.setdefault((window, o, i if not batchable else -1), []).append(i)
+        key = _search_key(r.options)
+        groups.setdefault((key, i if r.options.method != "greedy" else -1), []).append(i)
     outs: list[StepOutput | None] = [None] * len(rows)
-    for (_, options, _), idx in groups.items():
-        for i, o in zip(idx, _decode_group(backbone, [rows[i] for i in idx], options)):
+    for idx in groups.values():
+        for i, o in zip(idx, _decode_group(backbone, [rows[i] for i in idx], [enc[i] for i in idx],
+                                           [codes[i] for i in idx])):
             outs[i] = o
     return outs
 
 
+def _search_key(o: DecodingOptions) -> DecodingOptions:
+    """The options that matter once the encoder has run: rows whose options differ only in
+    their encoder window (e.g. an adapter trained at 6 s next to the base's 10 s) decode together."""
+    return dataclasses.replace(o, context="dynamic", min_window_s=1.0, window_step_s=1.0)
+
+
 @torch.no_grad()
-def _decode_group(backbone, rows: Sequence[StepRow], options: DecodingOptions) -> list[StepOutput]:
+def _encode_rows(backbone, rows: Sequence[StepRow]) -> tuple[list[torch.Tensor], list[str]]:
+    """Each row's encoder states (T_i, D) at its own window, and its language code.
+
+    Rows sharing a window are encoded together (the encoder has no padding mask, so a row
+    is never padded beyond its own window); rows without a language are identified.
+    """
     from asr_adapt.decoding.whisper_decode import detect_language
 
+    enc: list[torch.Tensor | None] = [None] * len(rows)
+    codes: list[str | None] = [r.lang or r.options.language for r in rows]
+    by_window: dict[tuple, list[int]] = {}
+    for i, r in enumerate(rows):
+        o = r.options
+        by_window.setdefault((window_samples(len(r.step.audio), o.context, o.min_window_s, o.window_step_s),), []
+                             ).append(i)
+    for (window,), idx in by_window.items():
+        route = routing.Route([rows[i].key for i in idx])
+        feats = backbone.logmel([rows[i].step.audio for i in idx], window)
+        with routing.use(route):
+            states = backbone.encode(feats.to(backbone.device))
+        unknown = [k for k, i in enumerate(idx) if codes[i] is None]
+        if unknown:
+            for k, c in zip(unknown, detect_language(backbone, states[unknown], route.select(unknown))):
+                codes[idx[k]] = c
+        for k, i in enumerate(idx):
+            enc[i] = states[k]
+    return enc, codes
+
+
+def _pad_states(states: Sequence[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """(B, T_max, D) encoder states and a (B, T_max) mask of real frames (None: all one length)."""
+    width = max(x.shape[0] for x in states)
+    if all(x.shape[0] == width for x in states):
+        return torch.stack(list(states)), None
+    out = states[0].new_zeros(len(states), width, states[0].shape[-1])
+    mask = torch.zeros(len(states), width, dtype=torch.bool, device=out.device)
+    for i, x in enumerate(states):
+        out[i, : x.shape[0]] = x
+        mask[i, : x.shape[0]] = True
+    return out, mask
+
+
+class CrossMask:
+    """Masks the padded encoder frames in every decoder layer's cross-attention.
+
+    Hugging Face's Whisper decoder passes no encoder mask to its layers, so a pre-hook on
+    each layer supplies one: (B, 1, 1, T) additive, 0 on real frames and -inf on padding.
+    The masked frames get exactly zero weight, so a row decodes as it would alone.
+    """
+
+    def __init__(self, backbone, frames: torch.Tensor | None) -> None:
+        self.backbone = backbone
+        self.frames = frames  # (B, T) bool, or None: nothing to mask
+        self._additive = None if frames is None else self._make(frames)
+
+    @staticmethod
+    def _make(frames: torch.Tensor) -> torch.Tensor:
+        return torch.where(frames, 0.0, float("-inf"))[:, None, None, :]
+
+    def select(self, idx: torch.Tensor) -> None:
+        if self.frames is not None:
+            self.frames = self.frames[idx]
+            self._additive = self._make(self.frames)
+
+    @contextlib.contextmanager
+    def attached(self):
+        if self.frames is None:
+            yield self
+            return
+
+        def inject(module, args, kwargs):
+            kwargs["encoder_attention_mask"] = self._additive.to(args[0].dtype if args else torch.float32)
+            return args, kwargs
+
+        handles = [layer.register_forward_pre_hook(inject, with_kwargs=True) for layer in self.backbone.decoder.layers]
+        try:
+            yield self
+        finally:
+            for h in handles:
+                h.remove()
+
+
+@torch.no_grad()
+def _decode_group(backbone, rows: Sequence[StepRow], states: Sequence[torch.Tensor],
+                  codes: Sequence[str]) -> list[StepOutput]:
+    """Decode rows that share their search options (encoder states already computed)."""
+    options = rows[0].options
     tok = backbone.tokenizer
     route = routing.Route([r.key for r in rows])
-    audio = [r.step.audio for r in rows]
-    feats = backbone.features(audio, options.context, options.min_window_s, options.window_step_s)
-    with routing.use(route):
-        enc = backbone.encode(feats.to(backbone.device))
-    codes = [r.lang or options.language for r in rows]
-    unknown = [i for i, c in enumerate(codes) if c is None]
-    if unknown:
-        for i, c in zip(unknown, detect_language(backbone, enc[unknown], route.select(unknown))):
-            codes[i] = c
     prev_id = tok.convert_tokens_to_ids("<|startofprev|>")
     max_pos = backbone.config.max_target_positions
     prompts, forced, caps = [], [], []
@@ -252,17 +345,16 @@ def _decode_group(backbone, rows: Sequence[StepRow], options: DecodingOptions) -
         forced.append(f)
         caps.append(options.token_cap(len(r.step.audio) / SAMPLE_RATE, len(ids) + len(f), max_pos))
     if options.method == "greedy":
+        enc, frames = _pad_states(states)
         found = ragged_greedy(
             backbone, enc, prompts, caps, options, route, blank_ok=[bool(f) for f in forced],
             guards=[r.step.guard_frames for r in rows],
-            content_frames=[-(-len(a) // SAMPLES_PER_FRAME) for a in audio])
+            content_frames=[-(-len(r.step.audio) // SAMPLES_PER_FRAME) for r in rows], enc_frames=frames)
     else:  # beam: one row at a time (prompts of one length), no guard
-        found = []
-        for i, r in enumerate(rows):
-            opts = dataclasses.replace(options, suppress_blank=False) if forced[i] else options
-            res = run_search(backbone, enc[i : i + 1], torch.tensor([prompts[i]], device=enc.device), [caps[i]],
-                             opts, route.select([i]))[0]
-            found.append(RowSearch(res, []))
+        opts = dataclasses.replace(options, suppress_blank=False) if forced[0] else options
+        res = run_search(backbone, states[0][None], torch.tensor([prompts[0]], device=states[0].device), [caps[0]],
+                         opts, route)[0]
+        found = [RowSearch(res, [])]
     return [_output(tok, r.step, code, f, s) for r, code, f, s in zip(rows, codes, forced, found)]
 
 

@@ -301,3 +301,23 @@ def test_cross_attention_probe_matches_the_models_own_attention_weights(tokenize
         ref = bb.decoder(input_ids=ids, encoder_hidden_states=enc, output_attentions=True)
     weights = sum(ref.cross_attentions[layer][:, h, -1] for layer, h in heads)  # (B, T)
     assert got.tolist() == weights.argmax(-1).tolist()
+
+
+def test_a_batch_of_steps_answers_each_row_as_if_alone(plain):
+    """Rows of different windows, option sets, prompt and prefix lengths and AlignAtt guards
+    share one decoder batch (padding masked), and each gets exactly its own answer."""
+    from asr_adapt.decoding.streaming_whisper import WhisperStep
+    from asr_adapt.decoding.whisper_stream_step import StepRow, decode_steps
+
+    short = decoding_options(plain, max_new_tokens=8, min_window_s=1.0)
+    longer = decoding_options(plain, max_new_tokens=8, min_window_s=3.0)
+    specs = [((), (), short, None), (("guten", "tag"), ("hallo",), longer, 12), ((), ("a", "b", "c"), short, None),
+             (("x",), (), short, 12), ((), (), longer, None)]
+    rows = []
+    for i, (prompt, prefix, opts, guard) in enumerate(specs):
+        a = noise(1 + 0.7 * i, 20 + i)
+        rows.append(StepRow(WhisperStep(a, prompt, prefix, 0, len(a), False, guard), "de", None, opts))
+    together = decode_steps(plain, rows)
+    assert [(o.words, o.frames, o.complete) for o in together] == [
+        (o.words, o.frames, o.complete) for o in (decode_steps(plain, [r])[0] for r in rows)]
+    assert together[1].frames and together[0].frames is None
