@@ -108,7 +108,12 @@ def simulate(transcriber, stream: dict, family: str, settings: dict) -> str:
     loc = stream["locale"]
     key = transcriber.adapter_for(loc)
     if family == "whisper":
-        from asr_adapt.decoding.streaming_whisper import WhisperStreamingConfig, join_units, new_stream, run_stream
+        from asr_adapt.decoding.streaming_whisper import (
+            WhisperStreamingConfig,
+            join_units,
+            new_stream,
+            run_stream,
+        )
         from asr_adapt.decoding.whisper_stream_step import StepRow, decode_steps
 
         cfg = WhisperStreamingConfig(**settings)
@@ -116,7 +121,11 @@ def simulate(transcriber, stream: dict, family: str, settings: dict) -> str:
         r = run_stream(new_stream(cfg), stream["wav"],
                        lambda s: decode_steps(transcriber.backbone, [StepRow(s, loc, key, opts)])[0])
         return join_units(r.words, loc)
-    from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
+    from asr_adapt.decoding.streaming_transducer import (
+        TransducerStreamingConfig,
+        stream_transducer,
+        token_words,
+    )
 
     s = stream_transducer(transcriber.backbone, stream["wav"], key, TransducerStreamingConfig(**settings))
     return " ".join(token_words(transcriber.backbone.tokenizer, s.tokens, [s.emit_times])[0])

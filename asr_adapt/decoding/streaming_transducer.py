@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from asr_adapt import routing
+from asr_adapt.decoding.stream_audio import PushedAudio
 from asr_adapt.decoding.transducer_search import MIN_FRAME_MS, GreedyState, chunk_frames, greedy_step
 
 
@@ -79,7 +80,7 @@ class Piece:
     final: bool
 
 
-class TransducerStream:
+class TransducerStream(PushedAudio):
     """One live stream through a transducer: audio pushed as it arrives, one encoder chunk
     per piece (see the module doc for the piece grid), the model's encoder and search
     state kept between pieces. Pieces depend only on the audio, not on when it arrived (a
@@ -95,43 +96,25 @@ class TransducerStream:
         self._hop, self._win = fb.hop, fb.win
         self._chunk = round(config.chunk_ms * model.config.sample_rate / 1000)
         self._first = self._chunk + _overhang_samples(fb)
-        self._audio = np.zeros(0, dtype=np.float32)  # samples from ``_offset`` on
-        self._offset = 0
-        self.received = 0
-        self.processed = 0  # samples covered by the pieces run so far
+        self.sample_rate = model.config.sample_rate
+        self._init_audio()  # ``decoded``: samples covered by the pieces run so far
         self._feats_done = 0  # feature frames computed so far
-        self.closed = False
         self.done = False
         self.state = model.init_streaming_state(1, config.chunk_frames(model.config.frame_ms),
                                                 config.left_context_chunks)
         with routing.use([adapter]):  # the predictor may carry adapters
             self.search = GreedyState.start(model, 1, model.cmvn.mean.device)
         self.out = TokenStream([], [], [], [])
-        self._reported = 0
-
-    def push(self, samples: np.ndarray) -> None:
-        if self.closed:
-            raise RuntimeError("stream already closed")
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples.copy()
-        self.received += len(samples)
-
-    def close(self) -> None:
-        self.closed = True
-
-    @property
-    def buffered_s(self) -> float:
-        return (self.received - self.processed) / self.model.config.sample_rate
 
     def next_piece(self) -> Piece | None:
         """The next piece to run, or ``None`` (waiting for audio, or done)."""
         if self.done:
             return None
-        want = self._first if self.processed == 0 else self.processed + self._chunk
+        want = self._first if self.decoded == 0 else self.decoded + self._chunk
         if self.received >= want:
-            return Piece(self.processed, want, False)
+            return Piece(self.decoded, want, False)
         if self.closed:
-            return Piece(self.processed, self.received, True)
+            return Piece(self.decoded, self.received, True)
         return None
 
     @torch.no_grad()
@@ -144,7 +127,7 @@ class TransducerStream:
         total = max(0, (piece.hi - win) // hop + 1)
         lo = self._feats_done * hop
         if total > self._feats_done:
-            feats, _ = model.features([self._audio[lo - self._offset : (total - 1) * hop + win - self._offset]])
+            feats, _ = model.features([self._samples(lo, (total - 1) * hop + win)])
             x = feats[:, : total - self._feats_done]
         else:
             x = torch.zeros(1, 0, model.config.n_mels)
@@ -161,12 +144,8 @@ class TransducerStream:
                 emitted = len(self.search.tokens[0]) - before
                 now = round(piece.hi / model.config.sample_rate, 4)
                 self.out.emit_times += [now] * emitted
-        self.processed = piece.hi
-        # Samples before the next feature frame's window are never read again.
-        drop = self._feats_done * hop
-        if drop > self._offset:
-            self._audio = self._audio[drop - self._offset :]
-            self._offset = drop
+        self.decoded = piece.hi
+        self._release(self._feats_done * hop)  # before the next feature frame's window: never read again
         if piece.final:
             self.done = True
         self.out.processing_s += time.perf_counter() - t0

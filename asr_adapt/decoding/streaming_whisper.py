@@ -47,6 +47,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from asr_adapt.decoding.stream_audio import PushedAudio
 from asr_adapt.langtags import is_no_space
 from asr_adapt.registry import Registry
 from asr_adapt.scoring.streaming import LocalAgreement
@@ -162,8 +163,8 @@ class CommittedWord:
     emit: float
 
 
-class WhisperStream:
-    """Audio bookkeeping and step scheduling shared by the policies (see the module doc).
+class WhisperStream(PushedAudio):
+    """Step scheduling shared by the policies (see the module doc).
 
     Subclasses implement :meth:`_apply` (fold a step's output in, commit words) and may
     override :meth:`_finish` (end of stream with no audio left to decode).
@@ -175,34 +176,12 @@ class WhisperStream:
     def __init__(self, config: WhisperStreamingConfig) -> None:
         self.config = config
         self._step = max(1, round(config.step_ms * SAMPLE_RATE / 1000))
-        self._audio = np.zeros(0, dtype=np.float32)  # samples from ``_offset`` on
-        self._offset = 0
-        self.received = 0  # samples pushed so far
+        self._init_audio()
         self.start = 0  # first sample of the buffer
-        self.end = 0  # last sample decoded so far (exclusive)
-        self.closed = False
         self.done = False
         self.result = StreamResult([], [], [])
         self.pending: tuple[str, ...] = ()  # tentative units after the committed ones (partial text)
         self._reported = 0  # committed words already handed out by :meth:`take_committed`
-
-    # ------------------------------------------------------------------ audio in
-    def push(self, samples: np.ndarray) -> None:
-        """Append (N,) float32 16 kHz samples."""
-        if self.closed:
-            raise RuntimeError("stream already closed")
-        samples = np.asarray(samples, dtype=np.float32).reshape(-1)
-        self._audio = np.concatenate([self._audio, samples]) if len(self._audio) else samples.copy()
-        self.received += len(samples)
-
-    def close(self) -> None:
-        """No more audio: the remaining steps decode what is buffered, then the stream is done."""
-        self.closed = True
-
-    @property
-    def buffered_s(self) -> float:
-        """Audio received but not decoded yet (s): how far behind the model is."""
-        return (self.received - self.end) / SAMPLE_RATE
 
     # ------------------------------------------------------------------ steps
     def next_step(self) -> WhisperStep | None:
@@ -211,35 +190,32 @@ class WhisperStream:
         finishes the stream instead (:attr:`done` becomes True)."""
         if self.done:
             return None
-        if self.received - self.end >= self._step:
-            return self._make_step(self.end + self._step, final=False)
+        if self.received - self.decoded >= self._step:
+            return self._make_step(self.decoded + self._step, final=False)
         if not self.closed:
             return None
-        if self.received > self.end or (self.final_decode_always and self.end > 0):
+        if self.received > self.decoded or (self.final_decode_always and self.decoded > 0):
             return self._make_step(self.received, final=True)
         self._finish(self.received / SAMPLE_RATE)
         self.done = True
         return None
 
     def _make_step(self, end: int, final: bool) -> WhisperStep:
-        audio = self._audio[self.start - self._offset : end - self._offset]
+        audio = self._samples(self.start, end)
         return WhisperStep(audio, self._prompt(), self._prefix(), self.start, end, final, self._guard(final))
 
     def apply(self, step: WhisperStep, out: StepOutput) -> list[CommittedWord]:
         """Fold ``out`` (the answer to ``step``) in; returns the words committed by it."""
-        if step.end < self.end or (step.end == self.end and not step.final):
-            raise RuntimeError(f"step ending at sample {step.end} was already applied (stream at {self.end})")
+        if step.end < self.decoded or (step.end == self.decoded and not step.final):
+            raise RuntimeError(f"step ending at sample {step.end} was already applied (stream at {self.decoded})")
         before = len(self.result.words)
-        self.end = step.end
+        self.decoded = step.end
         self.result.updates += 1
         self._apply(step, out)
         if step.final:
             self.done = True
             self.pending = ()
-        # Audio before the buffer is never decoded again.
-        if self.start > self._offset:
-            self._audio = self._audio[self.start - self._offset :]
-            self._offset = self.start
+        self._release(self.start)  # audio before the buffer is never decoded again
         return self.committed_since(before)
 
     def take_committed(self) -> list[CommittedWord]:

@@ -195,7 +195,7 @@ def _whisper_run(transcriber, work) -> None:
 
 def _whisper_report(s: LiveSession) -> None:
     new = s.stream.take_committed()
-    now = s.stream.end / SAMPLE_RATE
+    now = s.stream.decoded / SAMPLE_RATE
     if new:
         s._final([{"word": w.word, "start": round(w.start, 3), "end": round(w.avail, 3)} for w in new], now)
     s._partial(join_units(list(s.stream.pending), s.locale), now)
@@ -219,7 +219,7 @@ def _transducer_run(transcriber, work) -> None:
 def _transducer_report(s: LiveSession) -> None:
     out = s.stream.out
     tok = s.stream.model.tokenizer
-    now = s.stream.processed / SAMPLE_RATE
+    now = s.stream.decoded / SAMPLE_RATE
     if len(out.tokens) == s._tokens_reported and not s.stream.done:
         return
     s._tokens_reported = len(out.tokens)

@@ -279,7 +279,11 @@ def test_transducer_sessions_stream_chunk_by_chunk_like_stream_eval():
     import torch
 
     from asr_adapt.decoding.service import Transcriber
-    from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig, stream_transducer, token_words
+    from asr_adapt.decoding.streaming_transducer import (
+        TransducerStreamingConfig,
+        stream_transducer,
+        token_words,
+    )
     from asr_adapt.models.transducer import TransducerBackbone
     from asr_adapt.models.transducer.tokenizer import CharTokenizer
     from asr_adapt.serve import ASREngine
