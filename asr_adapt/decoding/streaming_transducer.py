@@ -31,6 +31,7 @@ import torch
 from asr_adapt import routing
 from asr_adapt.decoding.stream_audio import PushedAudio
 from asr_adapt.decoding.transducer_search import MIN_FRAME_MS, GreedyState, chunk_frames, greedy_step
+from asr_adapt.models.transducer.cascade import StreamingState
 
 
 @dataclass(frozen=True)
@@ -117,46 +118,90 @@ class TransducerStream(PushedAudio):
             return Piece(self.decoded, self.received, True)
         return None
 
-    @torch.no_grad()
     def run(self, piece: Piece) -> int:
         """Run ``piece`` through the encoder and the greedy search; returns tokens emitted."""
-        model = self.model
+        return run_pieces(self.model, [(self, piece)])[0]
+
+    def _features(self, piece: Piece) -> torch.Tensor:
+        """(1, T, F) the feature frames whose whole 25 ms window has arrived, from the first new one."""
         hop, win = self._hop, self._win
-        t0 = time.perf_counter()
-        # Feature frames whose whole 25 ms window has arrived, from the first new one.
         total = max(0, (piece.hi - win) // hop + 1)
-        lo = self._feats_done * hop
         if total > self._feats_done:
-            feats, _ = model.features([self._samples(lo, (total - 1) * hop + win)])
+            feats, _ = self.model.features([self._samples(self._feats_done * hop, (total - 1) * hop + win)])
             x = feats[:, : total - self._feats_done]
         else:
-            x = torch.zeros(1, 0, model.config.n_mels)
+            x = torch.zeros(1, 0, self.model.config.n_mels)
         self._feats_done = total
-        with routing.use([self.adapter]):
-            y, y_lens, self.state = model.streaming_forward(x, torch.tensor([x.shape[1]]), self.state,
-                                                            final=piece.final)
-            self.out.pieces += 1
-            emitted = 0
-            if y.shape[1]:
-                before = len(self.search.tokens[0])
-                enc_p = model.joiner.project_encoder(y, "first_pass")
-                greedy_step(model, enc_p, y_lens, self.search, self.config.max_symbols_per_frame)
-                emitted = len(self.search.tokens[0]) - before
-                now = round(piece.hi / model.config.sample_rate, 4)
-                self.out.emit_times += [now] * emitted
+        return x
+
+    def _done_piece(self, piece: Piece, emitted: int, seconds: float) -> None:
+        self.out.pieces += 1
+        now = round(piece.hi / self.model.config.sample_rate, 4)
+        self.out.emit_times += [now] * emitted
         self.decoded = piece.hi
-        self._release(self._feats_done * hop)  # before the next feature frame's window: never read again
+        self._release(self._feats_done * self._hop)  # before the next feature frame's window: never read again
         if piece.final:
             self.done = True
-        self.out.processing_s += time.perf_counter() - t0
+        self.out.processing_s += seconds
         self._sync()
-        return emitted
 
     def _sync(self) -> None:
         self.out.tokens = list(self.search.tokens[0])
         self.out.frame_times = list(self.search.times[0])
         reach = self.model.config.frame_s + _overhang_samples(self.model.fbank) / self.model.config.sample_rate
         self.out.avail_times = [round(t + reach, 4) for t in self.out.frame_times]
+
+
+@torch.no_grad()
+def run_pieces(model, work: list[tuple[TransducerStream, Piece]]) -> list[int]:
+    """Run one piece of each stream; returns the tokens each emitted.
+
+    Streams whose states have one shape (same chunk grid and buffered frames, e.g. every
+    stream past its first piece) run as one batch, each row routed to its own adapter, with
+    key/value caches of different lengths left-padded and masked and positions per row; a
+    final piece, or a stream alone in its shape, runs by itself. Either way a stream emits
+    what it would emit alone.
+    """
+    if not work:
+        return []
+    t0 = time.perf_counter()
+    xs = [s._features(p) for s, p in work]
+    groups: dict[tuple, list[int]] = {}
+    for i, ((s, p), x) in enumerate(zip(work, xs)):
+        key = ("final", i) if p.final else (x.shape[1], s.state.shape_key(), s.config)
+        groups.setdefault(key, []).append(i)
+    emitted = [0] * len(work)
+    for idx in groups.values():
+        streams = [work[i][0] for i in idx]
+        x = torch.cat([xs[i] for i in idx])
+        route = [s.adapter for s in streams]
+        final = work[idx[0]][1].final
+        if len(idx) == 1:
+            state, search = streams[0].state, streams[0].search
+        else:
+            state = StreamingState.stack([s.state for s in streams])
+            search = GreedyState.stack([s.search for s in streams])
+            cached = [s.state.encoder.valid.shape[1] for s in streams]
+        before = [len(t) for t in search.tokens]
+        with routing.use(route):
+            y, y_lens, state = model.streaming_forward(x, torch.full((len(idx),), x.shape[1]), state, final=final)
+            if y.shape[1]:
+                enc_p = model.joiner.project_encoder(y, "first_pass")
+                greedy_step(model, enc_p, y_lens, search, streams[0].config.max_symbols_per_frame)
+        if len(idx) == 1:
+            streams[0].state = state
+        else:
+            # Each row's cache grew by the encoder frames of this call, then was cut to ``keep``.
+            keep = state.encoder.keep
+            lengths = [n + y.shape[1] if keep < 0 else min(keep, n + y.shape[1]) for n in cached]
+            for s, st, gs in zip(streams, state.unstack(lengths), search.unstack()):
+                s.state, s.search = st, gs
+        for k, i in enumerate(idx):
+            emitted[i] = len(search.tokens[k]) - before[k]
+    share = (time.perf_counter() - t0) / len(work)
+    for (s, p), n in zip(work, emitted):
+        s._done_piece(p, n, share)
+    return emitted
 
 
 def stream_transducer(model, wav: np.ndarray, adapter: str | None, config: TransducerStreamingConfig) -> TokenStream:

@@ -107,7 +107,8 @@ class GreedyState:
 
     context: (B, c) last tokens per row; dec_p: (B, J) their projected prediction;
     logprob: (B,) float64 summed log-probs; decisions: (B,) decision counts;
-    frame: encoder frames consumed (absolute index of the next frame).
+    frame: encoder frames consumed (absolute index of the next frame); a list of one per
+    row when streams at different points share a batch (:meth:`stack`).
     """
 
     context: torch.Tensor
@@ -116,7 +117,20 @@ class GreedyState:
     times: list[list[float]]
     logprob: torch.Tensor
     decisions: torch.Tensor
-    frame: int = 0
+    frame: int | list[int] = 0
+
+    @classmethod
+    def stack(cls, states: list[GreedyState]) -> GreedyState:
+        """One batch from single-row states; the token and time lists are shared, not copied."""
+        return cls(torch.cat([s.context for s in states]), torch.cat([s.dec_p for s in states]),
+                   [s.tokens[0] for s in states], [s.times[0] for s in states],
+                   torch.cat([s.logprob for s in states]), torch.cat([s.decisions for s in states]),
+                   [int(s.frame) for s in states])
+
+    def unstack(self) -> list[GreedyState]:
+        return [GreedyState(self.context[i : i + 1], self.dec_p[i : i + 1], [self.tokens[i]], [self.times[i]],
+                            self.logprob[i : i + 1], self.decisions[i : i + 1], self.frame[i])
+                for i in range(len(self.tokens))]
 
     @classmethod
     def start(cls, model, batch: int, device=None) -> GreedyState:
@@ -148,12 +162,14 @@ def greedy_step(model, enc_p: torch.Tensor, lengths: torch.Tensor, st: GreedySta
                 break
             for b in emit.nonzero().flatten().tolist():
                 st.tokens[b].append(int(tok[b]))
-                st.times[b].append(round((st.frame + t) * model.config.frame_s, 3))
+                start = st.frame if isinstance(st.frame, int) else st.frame[b]
+                st.times[b].append(round((start + t) * model.config.frame_s, 3))
             shifted = torch.cat([st.context[:, 1:], tok[:, None]], dim=1)
             st.context = torch.where(emit[:, None], shifted, st.context)
             st.dec_p = torch.where(emit[:, None], _decoder_proj(model, st.context), st.dec_p)
             active = emit  # only rows that emitted may emit again at this frame
-    st.frame += enc_p.shape[1]
+    n = enc_p.shape[1]
+    st.frame = st.frame + n if isinstance(st.frame, int) else [f + n for f in st.frame]
     return st
 
 

@@ -11,7 +11,10 @@ oldest waiting first, and runs one step per session:
 * Whisper: the steps of all sessions in one batched call
   (:func:`~asr_adapt.decoding.whisper_stream_step.decode_steps`): rows of different
   locales routed to their adapters, buffers of different lengths grouped by encoder window;
-* transducer: each session's next chunk through its own encoder and search state.
+* transducer: the next chunk of every session in one batch
+  (:func:`~asr_adapt.decoding.streaming_transducer.run_pieces`): each session keeps its own
+  encoder and search state; states are stacked for the step (caches of different lengths
+  left-padded and masked, positions per row) and split again after it.
 
 Because a stream's steps depend only on its audio (not on arrival times or on which
 sessions share a batch), a session commits exactly what ``stream-eval`` commits for the
@@ -35,7 +38,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from asr_adapt.decoding.streaming_transducer import TransducerStream, TransducerStreamingConfig, token_words
+from asr_adapt.decoding.streaming_transducer import (
+    TransducerStream,
+    TransducerStreamingConfig,
+    run_pieces,
+    token_words,
+)
 from asr_adapt.decoding.streaming_whisper import WhisperStreamingConfig, join_units, new_stream
 from asr_adapt.decoding.whisper_stream_step import StepRow, decode_steps
 from asr_adapt.registry import Registry
@@ -212,8 +220,7 @@ STREAM_FAMILIES.register("whisper", StreamFamily(
 
 
 def _transducer_run(transcriber, work) -> None:
-    for s, piece in work:
-        s.stream.run(piece)
+    run_pieces(transcriber.backbone, [(s.stream, piece) for s, piece in work])
 
 
 def _transducer_report(s: LiveSession) -> None:

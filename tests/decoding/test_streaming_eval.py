@@ -321,3 +321,32 @@ def test_a_batch_of_steps_answers_each_row_as_if_alone(plain):
     assert [(o.words, o.frames, o.complete) for o in together] == [
         (o.words, o.frames, o.complete) for o in (decode_steps(plain, [r])[0] for r in rows)]
     assert together[1].frames and together[0].frames is None
+
+
+@pytest.mark.parametrize("left", [-1, 2])
+def test_transducer_streams_at_different_points_share_a_batch(tiny_transducer, left):
+    """Live streams that started at different times and receive different packet sizes run
+    their pieces in shared batches and emit exactly what each emits streamed alone."""
+    from asr_adapt.decoding.streaming_transducer import TransducerStream, run_pieces
+
+    m = tiny_transducer
+    cfg = TransducerStreamingConfig(chunk_ms=160, left_context_chunks=left)
+    wavs = [noise(s, 40 + i) for i, s in enumerate((2.3, 1.7, 3.1, 0.9))]
+    alone = [stream_transducer(m, w, None, cfg) for w in wavs]
+    streams = [TransducerStream(m, None, cfg) for _ in wavs]
+    sent, starts, tick, batched = [0] * 4, [0, 3, 5, 9], 0, 0
+    while not all(s.done for s in streams):
+        for i, (s, w) in enumerate(zip(streams, wavs)):
+            if tick >= starts[i] and not s.closed:
+                n = 1600 * (i + 1)
+                s.push(w[sent[i] : sent[i] + n])
+                sent[i] += n
+                if sent[i] >= len(w):
+                    s.close()
+        work = [(s, p) for s in streams if (p := s.next_piece()) is not None]
+        batched += len(work) > 1
+        run_pieces(m, work)
+        tick += 1
+    assert batched > 5
+    for a, s in zip(alone, streams):
+        assert (s.out.tokens, s.out.frame_times, s.out.emit_times) == (a.tokens, a.frame_times, a.emit_times)

@@ -40,16 +40,61 @@ class StreamingState:
     subsampling: (B, T_s, F) feature frames not yet consumed by the subsampling convs;
     pending: (B, T_p, D) subsampled frames waiting for a complete chunk;
     feat_frames: (B,) valid feature frames received so far per row;
-    emitted: encoder frames returned so far (same for every row: one chunk grid);
+    emitted: encoder frames returned so far (an int: one chunk grid for the batch; a (B,)
+    tensor for streams at different points sharing a batch, see :meth:`stack`);
     encoder: the per-layer KV and convolution caches.
     """
 
     subsampling: torch.Tensor
     pending: torch.Tensor
     feat_frames: torch.Tensor
-    emitted: int
+    emitted: int | torch.Tensor
     chunk_size: int
     encoder: EncoderState
+
+    def shape_key(self) -> tuple:
+        """States with equal keys can be stacked (their per-row buffers have one length)."""
+        return self.subsampling.shape[1:], self.pending.shape[1:], self.chunk_size, self.encoder.keep
+
+    @classmethod
+    def stack(cls, states: list[StreamingState]) -> StreamingState:
+        """One batch from single-row states of streams at different points (equal :meth:`shape_key`).
+
+        KV caches of different lengths are left-padded with frames marked invalid, which the
+        attention mask gives exactly zero weight; offsets and emitted counts become per row.
+        """
+        width = max(s.encoder.valid.shape[1] for s in states)
+
+        def pad(t: torch.Tensor, fill) -> torch.Tensor:  # left-pad dim 2 (k, v) or 1 (valid) to ``width``
+            dim = 2 if t.dim() == 4 else 1
+            missing = width - t.shape[dim]
+            if not missing:
+                return t
+            shape = list(t.shape)
+            shape[dim] = missing
+            return torch.cat([t.new_full(shape, fill), t], dim=dim)
+
+        layers = [LayerCache(torch.cat([pad(s.encoder.layers[i].k, 0) for s in states]),
+                             torch.cat([pad(s.encoder.layers[i].v, 0) for s in states]),
+                             torch.cat([s.encoder.layers[i].conv for s in states]))
+                  for i in range(len(states[0].encoder.layers))]
+        enc = EncoderState(layers, torch.cat([pad(s.encoder.valid, False) for s in states]),
+                           torch.tensor([int(s.encoder.offset) for s in states]), states[0].encoder.keep)
+        return cls(torch.cat([s.subsampling for s in states]), torch.cat([s.pending for s in states]),
+                   torch.cat([s.feat_frames for s in states]), torch.tensor([int(s.emitted) for s in states]),
+                   states[0].chunk_size, enc)
+
+    def unstack(self, cache_lengths: list[int]) -> list[StreamingState]:
+        """Single-row states again; ``cache_lengths[i]``: row i's real cached frames."""
+        out = []
+        for i, n in enumerate(cache_lengths):
+            e = self.encoder
+            layers = [LayerCache(c.k[i : i + 1, :, c.k.shape[2] - n :], c.v[i : i + 1, :, c.v.shape[2] - n :],
+                                 c.conv[i : i + 1]) for c in e.layers]
+            enc = EncoderState(layers, e.valid[i : i + 1, e.valid.shape[1] - n :], int(e.offset[i]), e.keep)
+            out.append(StreamingState(self.subsampling[i : i + 1], self.pending[i : i + 1],
+                                      self.feat_frames[i : i + 1], int(self.emitted[i]), self.chunk_size, enc))
+        return out
 
     def to_dict(self) -> dict:
         """Plain tensors/ints (loadable with ``torch.load(weights_only=True)``)."""

@@ -48,9 +48,12 @@ class LayerCache(NamedTuple):
 
 
 def _rotate(x: torch.Tensor, positions: torch.Tensor, inv_freq: torch.Tensor) -> torch.Tensor:
-    """Rotary position embedding. x: (B, H, T, Dh), positions: (T,) absolute frame indices."""
+    """Rotary position embedding. x: (B, H, T, Dh); positions: (T,) absolute frame indices,
+    or (B, T) when the rows of a batch are at different points of their streams."""
     half = x.shape[-1] // 2
-    ang = positions.to(torch.float32)[:, None] * inv_freq[None, :]  # (T, Dh/2)
+    ang = positions.to(torch.float32)[..., None] * inv_freq  # (T, Dh/2) or (B, T, Dh/2)
+    if ang.dim() == 3:
+        ang = ang[:, None]  # (B, 1, T, Dh/2): the same angle for every head
     cos, sin = ang.cos().to(x.dtype), ang.sin().to(x.dtype)
     x1, x2 = x[..., :half], x[..., half:]
     return torch.cat([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1)
@@ -172,13 +175,14 @@ class EncoderState:
     """Streaming state of a :class:`ConformerEncoder` (all tensors have batch dim B first).
 
     layers: one :class:`LayerCache` per block; valid: (B, T_k) which cached frames are real;
-    offset: frames already consumed (absolute position of the next frame);
+    offset: frames already consumed (absolute position of the next frame): an int, or a (B,)
+    tensor when streams at different points share a batch (see ``StreamingState.stack``);
     keep: cached frames kept per layer (``left_chunks * C``; -1: all).
     """
 
     layers: list[LayerCache]
     valid: torch.Tensor
-    offset: int
+    offset: int | torch.Tensor
     keep: int
 
 
@@ -225,7 +229,8 @@ class ConformerEncoder(nn.Module):
         valid = torch.arange(t, device=x.device)[None, :] < lengths[:, None]
         new = valid[:, None, :] | torch.eye(t, dtype=torch.bool, device=x.device)[None]
         mask = torch.cat([state.valid[:, None, :].expand(b, t, -1), new], dim=2).unsqueeze(1)
-        positions = torch.arange(state.offset, state.offset + t, device=x.device)
+        positions = torch.arange(t, device=x.device)
+        positions = positions + (state.offset[:, None].to(x.device) if torch.is_tensor(state.offset) else state.offset)
         caches = []
         for layer, cache in zip(self.layers, state.layers):
             x, c = layer(x, positions, mask, valid, cache)
