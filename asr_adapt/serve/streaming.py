@@ -162,12 +162,12 @@ class LiveSession:
 
     @property
     def text(self) -> str:
-        return join_units(self._words, self.locale) if self.family == "whisper" else " ".join(self._words)
+        return STREAM_FAMILIES.get(self.family).join(self._words, self.locale)
 
     def _final(self, words: list[dict], now: float) -> None:
         self._words += [w["word"] for w in words]
-        self.emit({"type": "final", "words": words, "text": join_units([w["word"] for w in words], self.locale),
-                   "audio_s": round(now, 3)})
+        text = STREAM_FAMILIES.get(self.family).join([w["word"] for w in words], self.locale)
+        self.emit({"type": "final", "words": words, "text": text, "audio_s": round(now, 3)})
 
     def _partial(self, text: str, now: float) -> None:
         if text != self._last_partial:
@@ -181,14 +181,15 @@ class StreamFamily:
     """How the scheduler streams one backbone family.
 
     new(model, adapter, settings) -> stream; ready(stream) -> its next step or None;
-    run(backbone, transcriber, [(session, step)]) runs one step per session (batched where
-    the family can); report(session) turns new commits into events.
+    run(transcriber, [(session, step)]) runs one step per session in one batch;
+    report(session) turns new commits into events; join(units, locale) -> text.
     """
 
     new: Callable
     ready: Callable
     run: Callable
     report: Callable
+    join: Callable
     can_identify: bool
 
 
@@ -215,6 +216,7 @@ STREAM_FAMILIES.register("whisper", StreamFamily(
     ready=lambda stream: stream.next_step(),
     run=_whisper_run,
     report=_whisper_report,
+    join=join_units,
     can_identify=True,
 ))
 
@@ -256,6 +258,7 @@ STREAM_FAMILIES.register("transducer", StreamFamily(
     ready=lambda stream: stream.next_piece(),
     run=_transducer_run,
     report=_transducer_report,
+    join=lambda words, locale: " ".join(words),  # words as the tokenizer's text splits them
     can_identify=False,
 ))
 
