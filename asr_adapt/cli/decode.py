@@ -43,11 +43,13 @@ def register(subparsers) -> None:
                    help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
     p.add_argument("--compute-type", default="float32",
-                   help="whisper: precision of the base model's linear layers: float32 (default), int8 or "
-                   "int8_decoder. int8 (CPU only): weights quantised to int8 per output channel, activations "
-                   "quantised dynamically per token; decodes about 2x faster than float32 on CPU. int8_decoder: "
-                   "the decoder (and vocabulary projection) in int8, the encoder in float32: most of the speed, "
-                   "none of the encoder's quantisation error. Linear layers carrying unmerged "
+                   help="whisper: precision of the base model. auto (recommended on CPU): the fastest type "
+                   "bench/engine_speed.py found accurate on a CPU with this one's features (float32 where it "
+                   "has no measurement, and on GPUs). float32 (default): as loaded. CPU types: int8 (every "
+                   "linear layer in int8: weights per output channel, activations per token), int8_decoder "
+                   "(decoder and vocabulary projection in int8, encoder float32), bfloat16 (linear layers, "
+                   "encoder attention and decoder cross-attention in bfloat16), bf16_encoder_int8_decoder "
+                   "(encoder bfloat16, decoder int8, cross-attention bfloat16). Linear layers carrying unmerged "
                    "LoRA/S2-LoRA adapters stay float32 (export a merged model for full speed); LDA adapters "
                    "stay float32 and work as usual")
     # One thread by default: on CPU a second thread decodes no faster (the cores share
@@ -123,15 +125,16 @@ def run(args: argparse.Namespace) -> int:
     from asr_adapt.decoding.service import Transcriber
     from asr_adapt.decoding.writers import parse_formats
     from asr_adapt.fileio import LockError
-    from asr_adapt.models.whisper_compute import COMPUTE_TYPES
+    from asr_adapt.models.whisper_compute import AUTO, COMPUTE_TYPES
 
     try:
         formats = parse_formats(args.format)
     except KeyError as e:
         print(f"error: {e.args[0]}", file=sys.stderr)
         return 2
-    if args.compute_type not in COMPUTE_TYPES:
-        print(f"error: unknown --compute-type {args.compute_type!r}; known: {', '.join(COMPUTE_TYPES)}", file=sys.stderr)
+    if args.compute_type not in COMPUTE_TYPES and args.compute_type != AUTO:
+        print(f"error: unknown --compute-type {args.compute_type!r}; known: auto, {', '.join(COMPUTE_TYPES)}",
+              file=sys.stderr)
         return 2
     if args.threads:
         torch.set_num_threads(args.threads)

@@ -20,6 +20,7 @@ import torch
 from asr_adapt import routing
 from asr_adapt.decoding.options import DecodingOptions
 from asr_adapt.decoding.repetition import cut_loop, tail_loop
+from asr_adapt.models.whisper_step import gather_rows, reorder_beams, search_cache
 from asr_adapt.registry import Registry
 
 
@@ -76,6 +77,13 @@ def _loop_len(tokens: list[int], options: DecodingOptions) -> int:
     return tail_loop(tokens, options.repetition_max_ngram, options.repetition_max_repeats, options.repetition_min_span)
 
 
+# A finished row stays in the batch (its outputs ignored) until at most this fraction of the
+# batch is still decoding. Dropping rows copies the cache, whose cross-attention K/V alone hold
+# 2 x layers x S x D floats per row, while a finished row riding along adds little to a step
+# bound by reading the weights; halving bounds the copies at log2(B) per batch.
+COMPACT_AT = 0.5
+
+
 @SEARCHES.decorator("greedy")
 def greedy_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequence[int], options: DecodingOptions,
                   route: routing.Route):
@@ -84,35 +92,40 @@ def greedy_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequ
     n = enc.shape[0]
     results = [SearchResult([], 0.0) for _ in range(n)]
     mask = LogitMask(backbone, options, backbone.proj_out.out_features, enc.device)
-    alive = list(range(n))  # original row of each live batch position
-    cache = backbone.new_cache()
+    rows = list(range(n))  # original row of each batch position
+    live = list(range(n))  # batch positions still decoding
+    cache = search_cache(backbone, n, prompts.shape[1] + max(caps))
     logits = decoder_logits(backbone, prompts, enc, cache, route)
     step = 0
     while True:
-        logp = torch.log_softmax(mask(logits, step), dim=-1)
-        best_lp, best = logp.max(dim=-1)
+        # log_softmax then max: one pass each (argmax and logsumexp are slower kernels on CPU)
+        best_lp, best = torch.log_softmax(mask(logits, step), dim=-1).max(dim=-1)
+        toks, lps = best.tolist(), best_lp.tolist()
         keep: list[int] = []
-        for j, (tok, lp) in enumerate(zip(best.tolist(), best_lp.tolist())):
-            r = results[alive[j]]
-            r.sum_logprob += lp
-            if tok == eot:
+        for j in live:
+            r = results[rows[j]]
+            r.sum_logprob += lps[j]
+            if toks[j] == eot:
                 continue
-            r.tokens.append(tok)
+            r.tokens.append(toks[j])
             if loop := _loop_len(r.tokens, options):
                 r.tokens, r.looped = cut_loop(r.tokens, loop), True
-            elif len(r.tokens) >= caps[alive[j]]:
+            elif len(r.tokens) >= caps[rows[j]]:
                 r.truncated = True
             else:
                 keep.append(j)
         if not keep:
             return results
-        if len(keep) < len(alive):
+        if len(keep) <= COMPACT_AT * len(rows):
             # Finished rows leave the batch: cache, encoder states and route together.
             idx = torch.tensor(keep, device=enc.device)
-            cache.batch_select_indices(idx)
+            gather_rows(cache, idx)
             enc, route = enc[idx], route.select(keep)
-            alive = [alive[j] for j in keep]
+            rows = [rows[j] for j in keep]
             best = best[idx]
+            live = list(range(len(keep)))
+        else:
+            live = keep
         step += 1
         logits = decoder_logits(backbone, best[:, None], enc, cache, route)
 
@@ -140,7 +153,7 @@ def beam_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequen
     finished: list[list[SearchResult]] = [[] for _ in range(n)]
     beams: list[list[_Beam]] = [[_Beam([], 0.0)] + [_Beam([], float("-inf"))] * (k - 1) for _ in range(n)]
     alive = list(range(n))
-    cache = backbone.new_cache()
+    cache = search_cache(backbone, n, prompts.shape[1] + max(caps))
     logits = decoder_logits(backbone, prompts, enc, cache, route)
     # One row per beam from here on; the -inf scores make step 0 expand beam 0 only.
     cache.batch_repeat_interleave(k)
@@ -194,11 +207,11 @@ def beam_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequen
         idx = torch.tensor(src, device=enc.device)
         # Self-attention K/V follow their beam; cross-attention K/V are the same for
         # every beam of a row, so they only change when whole rows are dropped.
-        cache.self_attention_cache.reorder_cache(idx)
+        rows = None
         if len(still) < len(alive):
             rows = torch.tensor([a * k + j for a in still for j in range(k)], device=enc.device)
-            cache.cross_attention_cache.batch_select_indices(rows)
             enc = enc[rows]
+        reorder_beams(cache, idx, rows)
         route = route.select(src)  # each surviving beam keeps its row's adapter
         alive = [alive[a] for a in still]
         step += 1

@@ -72,10 +72,11 @@ class Backbone(nn.Module, abc.ABC):
     def set_compute_type(self, name: str) -> list[str]:
         """Run the base's linear layers in compute type ``name``, in place (inference only).
 
-        Only ``"float32"`` (as loaded) here; families with faster inference kernels override
-        this (Whisper: ``int8``, ``int8_decoder``). Returns the linear layers left as they were.
+        Only ``"float32"`` (as loaded; ``"auto"`` means it) here; families with faster inference
+        kernels override this (Whisper: ``asr_adapt.models.whisper_compute.COMPUTE_TYPES``).
+        Returns the linear layers left as they were.
         """
-        if name != self.compute_type:
+        if name not in (self.compute_type, "auto"):  # auto: the one type there is
             raise ValueError(f"compute type {name!r} is not available for the {self.family} backbone")
         return []
 

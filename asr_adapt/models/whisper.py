@@ -29,13 +29,21 @@ from torch import nn
 
 from asr_adapt.langtags import language_of
 from asr_adapt.models.base import BACKBONES, Backbone, Hypothesis, InjectionPoints
-from asr_adapt.models.whisper_compute import COMPUTE_TYPES, DEFAULT_COMPUTE_TYPE, convertible, replace_modules
+from asr_adapt.models.whisper_compute import (
+    AUTO,
+    COMPUTE_TYPES,
+    DEFAULT_COMPUTE_TYPE,
+    auto_compute_type,
+    convertible,
+    replace_modules,
+)
 from asr_adapt.models.whisper_features import (
     DEFAULT_MIN_WINDOW_S,
     DEFAULT_WINDOW_STEP_S,
     LogMel,
     window_samples,
 )
+from asr_adapt.models.whisper_step import StaticKV, fuse_self_attention, step_logits
 
 log = logging.getLogger(__name__)
 
@@ -147,6 +155,8 @@ class WhisperBackbone(Backbone):
         self.train_min_window_s = train_min_window_s
         self.lang_aliases = dict(lang_aliases or {})
         self.name = name or getattr(model.config, "_name_or_path", "") or "whisper"
+        # decoder layer -> (q|k|v in one module, (q, k, v) it replaces): see set_compute_type
+        self.fused_qkv: dict = {}
         window_samples(1, train_context)  # validates the context name
         self.requires_grad_(False)
         self.eval()
@@ -203,7 +213,8 @@ class WhisperBackbone(Backbone):
                     shutil.copy2(Path(src) / name, tmp / name)
 
     def set_compute_type(self, name: str) -> list[str]:
-        """Run the base linear layers in compute type ``name`` (a :data:`COMPUTE_TYPES` name), in place.
+        """Run the base linear layers in compute type ``name`` (a :data:`COMPUTE_TYPES` name, or
+        ``"auto"``: :func:`~asr_adapt.models.whisper_compute.auto_compute_type`), in place.
 
         For inference only, and one way: attach or load adapters first (their bundles are
         checked against the float32 weights), then convert. Linear layers that carry an
@@ -214,6 +225,9 @@ class WhisperBackbone(Backbone):
 
         Returns the names of the base linear layers left in float32 because of adapters.
         """
+        if name == AUTO:
+            name, why = auto_compute_type(self.device)
+            log.info("compute type auto -> %s (%s)", name, why)
         ctype = COMPUTE_TYPES.get(name)
         if name == self.compute_type:
             return []
@@ -221,16 +235,27 @@ class WhisperBackbone(Backbone):
             raise ValueError(f"the model already runs in {self.compute_type}; load it again to use {name}")
         ctype.check(self.device)
         linears = self.injection_points().linears
-        base = [n for group, names in linears.items() if group.split(".")[0] in ctype.stacks for n in names]
-        base += ["proj_out"] if "decoder" in ctype.stacks else []
-        convert, keep = convertible(self, base)
-        replace_modules(self, convert, ctype.convert)
+        kept: list[str] = []
+        n_base = 0
+        for stack in ("encoder", "decoder"):
+            make = ctype.converter(stack)
+            if make is None:
+                continue
+            base = [n for group, names in linears.items() if group.split(".")[0] == stack for n in names]
+            base += ["proj_out"] if stack == "decoder" else []
+            convert, keep = convertible(self, base)
+            fused = fuse_self_attention(self, convert, make) if stack == "decoder" and ctype.fuse_self_attention else {}
+            replace_modules(self, convert, make)
+            self.fused_qkv = {i: (m, tuple(getattr(self.decoder.layers[i].self_attn, f"{p}_proj") for p in "qkv"))
+                              for i, m in fused.items()}
+            kept += keep
+            n_base += len(base)
         # proj_out sits on the HF wrapper too (the backbone only shares it): keep them one module.
         self.hf.proj_out = self.proj_out
         self.compute_type = name
-        if keep:
-            log.info("%d of %d linear layers carry adapters and stay float32", len(keep), len(base))
-        return keep
+        if kept:
+            log.info("%d of %d linear layers carry adapters and stay float32", len(kept), n_base)
+        return kept
 
     def _require_float(self, what: str) -> None:
         if self.compute_type != DEFAULT_COMPUTE_TYPE:
@@ -287,6 +312,14 @@ class WhisperBackbone(Backbone):
         n_frames = (features.shape[-1] + 1) // 2
         if n_frames > enc.embed_positions.num_embeddings:
             raise ValueError(f"{features.shape[-1]} mel frames exceed the model's 30 s window")
+        dtype = COMPUTE_TYPES.get(self.compute_type).encoder_autocast
+        if dtype is None:
+            return self._encode(features, n_frames)
+        with torch.autocast(features.device.type, dtype=dtype):
+            return self._encode(features, n_frames).float()
+
+    def _encode(self, features: torch.Tensor, n_frames: int) -> torch.Tensor:
+        enc = self.encoder
         # Call submodules (not HF's forward, which insists on 3000 frames) so hooks and
         # adapters attached to conv1 / the layers still run.
         x = nn.functional.gelu(enc.conv1(features))
@@ -314,13 +347,18 @@ class WhisperBackbone(Backbone):
         Args:
             input_ids: (B, U) new tokens (the whole prompt on the first call, then (B, 1)).
             encoder_states: (B, T, D); only read on the first call (cross K/V are cached).
-            cache: from :meth:`new_cache`, updated in place.
+            cache: from :meth:`new_cache`, or a :class:`~asr_adapt.models.whisper_step.StaticKV`
+                (:func:`~asr_adapt.models.whisper_step.search_cache`: the lean step), updated in place.
             attention_mask: (B, cached + U) 1 = real token, 0 = left padding (prompts of
                 different lengths in one batch); ``None``: no padding.
             position_ids: (B, U) positions of the new tokens (needed with left padding).
         Returns:
             (B, V) float32 logits.
         """
+        if isinstance(cache, StaticKV):
+            if attention_mask is not None or position_ids is not None:
+                raise ValueError("the static decoder cache takes unpadded prompts; use new_cache() for masked ones")
+            return step_logits(self, input_ids, encoder_states, cache)
         out = self.decoder(input_ids=input_ids, encoder_hidden_states=encoder_states, cache=cache, use_cache=True,
                            attention_mask=attention_mask, position_ids=position_ids)
         return self.proj_out(out.last_hidden_state[:, -1]).float()

@@ -19,6 +19,7 @@ scales are also what CTranslate2's int8 does.
 from __future__ import annotations
 
 import functools
+import json
 import logging
 import warnings
 from collections.abc import Callable, Sequence
@@ -28,6 +29,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from asr_adapt.models.linear_kernels import BF16Linear, quantize_activations, quantize_rows
 from asr_adapt.registry import Registry
 
 log = logging.getLogger(__name__)
@@ -41,17 +43,28 @@ def _runs_anywhere(device: torch.device) -> str | None:
 class ComputeType:
     """One way to run the base model's linear layers.
 
-    convert: ``nn.Linear -> nn.Module`` replacement with the same call signature, or
-        ``None`` when the loaded float32 modules are already right.
+    encoder, decoder: ``nn.Linear -> nn.Module`` replacement (same call signature) for that
+        stack's linear layers, or ``None`` to keep the loaded float32 modules. The vocabulary
+        projection belongs to the decoder.
+    encoder_autocast: run the encoder under ``torch.autocast`` in this dtype (its convolutions,
+        attention and activations too; residual sums and layer norms stay float32), or ``None``.
+    cross_attention: dtype of the decoder's cached cross-attention keys/values and of the
+        attention over them (the lean step, :mod:`asr_adapt.models.whisper_step`); ``None``:
+        float32. A decoder step reads all of them (2 x layers x T x D per row), which makes
+        that attention bound by memory traffic; bfloat16 halves it.
+    fuse_self_attention: also convert each decoder layer's self-attention q, k and v projections
+        as one ``3D x D`` module (one activation quantisation and one GEMM instead of three),
+        used by the lean step while the three layers are the converted ones and carry no hooks.
     unavailable: ``device -> reason`` it cannot run there, or ``None`` when it can.
-    stacks: which transformer stacks it converts (``"encoder"``, ``"decoder"``; the
-        vocabulary projection belongs to the decoder); the others stay float32.
     """
 
     name: str
-    convert: Callable[[nn.Linear], nn.Module] | None = None
+    encoder: Callable[[nn.Linear], nn.Module] | None = None
+    decoder: Callable[[nn.Linear], nn.Module] | None = None
+    encoder_autocast: torch.dtype | None = None
+    cross_attention: torch.dtype | None = None
+    fuse_self_attention: bool = False
     unavailable: Callable[[torch.device], str | None] = _runs_anywhere
-    stacks: tuple[str, ...] = ("encoder", "decoder")
 
     def check(self, device: torch.device) -> None:
         """Raise ``ValueError`` (one line, what to do) when this type cannot run on ``device``."""
@@ -59,10 +72,17 @@ class ComputeType:
         if reason is not None:
             raise ValueError(f"compute type {self.name!r}: {reason}")
 
+    def converter(self, stack: str) -> Callable[[nn.Linear], nn.Module] | None:
+        """The replacement for ``stack``'s (``"encoder"`` or ``"decoder"``) linear layers."""
+        return {"encoder": self.encoder, "decoder": self.decoder}[stack]
+
 
 COMPUTE_TYPES: Registry[ComputeType] = Registry("compute type")
 """name -> :class:`ComputeType`; ``asr-adapt decode --compute-type`` accepts these names."""
 DEFAULT_COMPUTE_TYPE = "float32"
+
+
+_TINY = torch.finfo(torch.float32).tiny
 
 
 def _int8_unavailable(device: torch.device) -> str | None:
@@ -76,7 +96,6 @@ def _int8_unavailable(device: torch.device) -> str | None:
     return None
 
 
-@functools.cache
 def _int32_accumulation() -> bool:
     """Whether fbgemm multiplies int8 with int32 accumulation (AVX512-VNNI) on this CPU.
 
@@ -86,11 +105,7 @@ def _int32_accumulation() -> bool:
     (next-token KL to float32 on whisper-base: 0.011 with 8 bits, 0.035 with 7). Read from
     Linux's CPU flags; anywhere else the safe 7 bits are kept.
     """
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-    except OSError:
-        return False
-    return any(line.startswith("flags") and "avx512_vnni" in line.split() for line in lines)
+    return "avx512_vnni" in _cpu_flags()
 
 
 def _quantize_weight(linear: nn.Linear) -> nn.Module:
@@ -113,6 +128,23 @@ def _quantize_weight(linear: nn.Linear) -> nn.Module:
         return DynamicLinear.from_float(bare)
 
 
+@functools.cache
+def _cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (Linux's /proc/cpuinfo; empty elsewhere)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return frozenset()
+    return frozenset(next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), []))
+
+
+def default_int8_kernel() -> str:
+    """``"onednn"`` on CPUs with AMX int8 tiles (where oneDNN's int8 GEMMs beat fbgemm's at every
+    whisper-base shape: bench/RESULTS.md, "Kernels"), else ``"fbgemm"``."""
+    has_onednn = hasattr(torch.ops.onednn, "qlinear_pointwise") and "onednn" in torch.backends.quantized.supported_engines
+    return "onednn" if has_onednn and "amx_int8" in _cpu_flags() else "fbgemm"
+
+
 class Int8Linear(nn.Module):
     """``nn.Linear`` in int8: per-output-channel weights, per-row activations.
 
@@ -120,12 +152,24 @@ class Int8Linear(nn.Module):
     scale (so a row's result never depends on the other rows of the batch: adapter-free rows
     stay identical whatever the adapted rows do), multiplied by the int8 weights with int32
     accumulation, and multiplied back; the bias is added in float32.
+
+    kernel: ``"fbgemm"`` (PyTorch's x86 dynamic-quantisation path) or ``"onednn"`` (oneDNN's
+    int8 matmul, AMX tiles where the CPU has them); ``None``: :func:`default_int8_kernel`.
     """
 
-    def __init__(self, linear: nn.Linear) -> None:
+    def __init__(self, linear: nn.Linear, kernel: str | None = None) -> None:
         super().__init__()
         self.in_features, self.out_features = linear.in_features, linear.out_features
-        self.quantized = _quantize_weight(linear)
+        self.kernel = kernel or default_int8_kernel()
+        if self.kernel == "fbgemm":
+            self.quantized = _quantize_weight(linear)
+        elif self.kernel == "onednn":
+            q, scale = quantize_rows(linear.weight)
+            self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(q, None))
+            self.register_buffer("w_scale", scale)
+            self.register_buffer("w_zero", torch.zeros(self.out_features, dtype=torch.long))
+        else:
+            raise ValueError(f"int8 kernel must be 'fbgemm' or 'onednn', got {kernel!r}")
         bias = None if linear.bias is None else linear.bias.detach().float().clone()
         self.register_buffer("bias", bias)
         # Rows scaled to [-1, 1] map to uint8 [1, 255] (8 bits) or [1, 127] (7 bits) around the zero point.
@@ -134,27 +178,57 @@ class Int8Linear(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: (..., D_in) float32 -> (..., D_out) float32."""
-        scale = x.abs().amax(dim=-1, keepdim=True).clamp_min(torch.finfo(x.dtype).tiny)
-        packed = self.quantized._packed_params._packed_params
-        y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
-            x / scale, 1.0 / self.levels, self.zero_point, packed
-        )
+        x = x.float()
+        if self.kernel == "fbgemm":
+            scale = x.abs().amax(dim=-1, keepdim=True).clamp_min_(_TINY)
+            packed = self.quantized._packed_params._packed_params
+            y = torch.ops.quantized.linear_with_input_q_dq_qweight_dq_output_fp32(
+                x / scale, 1.0 / self.levels, self.zero_point, packed
+            )
+        else:
+            qx, scale = quantize_activations(x, self.levels, self.zero_point)
+            y = torch.ops.onednn.qlinear_pointwise(qx.reshape(-1, self.in_features), 1.0 / self.levels, self.zero_point,
+                                                   self.packed, self.w_scale, self.w_zero, None, 1.0, 0, torch.float32,
+                                                   "none", [], "")
+            y = y.reshape(*x.shape[:-1], self.out_features)
         return y.mul_(scale) if self.bias is None else torch.addcmul(self.bias, y, scale)
 
     def extra_repr(self) -> str:
         bits = 8 if self.levels == 127 else 7
-        return f"in_features={self.in_features}, out_features={self.out_features}, activations={bits}-bit per row"
+        return (f"in_features={self.in_features}, out_features={self.out_features}, activations={bits}-bit per row, "
+                f"kernel={self.kernel}")
 
 
+def native_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 in hardware (AVX-512 BF16 or AMX tiles)."""
+    return bool({"avx512_bf16", "amx_bf16"} & _cpu_flags())
+
+
+# The int8 types quantise the linear layers as CTranslate2's int8 does. Where the CPU has
+# bfloat16 units, the attention (encoder self-attention, decoder cross-attention: bound by
+# reading T x D keys and values) and the encoder's convolutions run in bfloat16, whose
+# rounding error is a third of int8's (bench/kernel_probe.py); elsewhere they stay float32.
+_BF16_ATTENTION = torch.bfloat16 if native_bf16() else None
 COMPUTE_TYPES.register(DEFAULT_COMPUTE_TYPE, ComputeType(DEFAULT_COMPUTE_TYPE))
-COMPUTE_TYPES.register("int8", ComputeType("int8", convert=Int8Linear, unavailable=_int8_unavailable))
+COMPUTE_TYPES.register("int8", ComputeType("int8", encoder=Int8Linear, decoder=Int8Linear, fuse_self_attention=True,
+                                           encoder_autocast=_BF16_ATTENTION, cross_attention=_BF16_ATTENTION,
+                                           unavailable=_int8_unavailable))
 # The decoder's per-token products are matrix-vector products bound by reading weights, so
 # int8 weights pay off most there; the encoder's activations carry the outliers that make
 # int8 lossy (bench/RESULTS.md: int8 encoder alone cost 3 words of 103 on German, int8
 # decoder alone none), and its large GEMMs gain less. CTranslate2 has no such split.
+COMPUTE_TYPES.register("int8_decoder", ComputeType("int8_decoder", decoder=Int8Linear, fuse_self_attention=True,
+                                                   cross_attention=_BF16_ATTENTION, unavailable=_int8_unavailable))
+# bfloat16 keeps float32's range, so the encoder's outlier activations need no per-row
+# scales; rounding to 8 significant bits costs less than int8's (bench/kernel_probe.py) and
+# CPUs with AMX run it on their tile units. Under autocast the encoder's attention and
+# convolutions run in bfloat16 too, while residual sums stay float32.
+COMPUTE_TYPES.register("bfloat16", ComputeType("bfloat16", encoder=BF16Linear, decoder=BF16Linear,
+                                                encoder_autocast=torch.bfloat16, cross_attention=torch.bfloat16))
 COMPUTE_TYPES.register(
-    "int8_decoder",
-    ComputeType("int8_decoder", convert=Int8Linear, unavailable=_int8_unavailable, stacks=("decoder",)),
+    "bf16_encoder_int8_decoder",
+    ComputeType("bf16_encoder_int8_decoder", encoder=BF16Linear, decoder=Int8Linear, encoder_autocast=torch.bfloat16,
+                cross_attention=torch.bfloat16, fuse_self_attention=True, unavailable=_int8_unavailable),
 )
 
 
@@ -193,3 +267,28 @@ def replace_modules(root: nn.Module, names: Sequence[str], make: Callable[[nn.Mo
                 raise ValueError(f"{name}.{sub_name}: the converted module already has an attribute {sub_name!r}")
             new.add_module(sub_name, sub)
         setattr(parent, child, new)
+
+
+AUTO = "auto"
+AUTO_TABLE = Path(__file__).with_name("compute_auto.json")
+"""CPU features -> the compute type ``auto`` picks, written by ``bench/engine_speed.py --write-auto``."""
+
+
+def auto_compute_type(device: torch.device | str, table: Path | None = None) -> tuple[str, str]:
+    """The compute type ``"auto"`` stands for on ``device``, and why.
+
+    On a CPU: the first row of :data:`AUTO_TABLE` whose ``cpu_flags`` this CPU all has (each
+    row is the fastest type the benchmark found accurate on a CPU with those features), else
+    the table's ``fallback``; on any other device: float32.
+    """
+    device = torch.device(device)
+    if device.type != "cpu":
+        return DEFAULT_COMPUTE_TYPE, f"{device.type} device: float32"
+    doc = json.loads((table or AUTO_TABLE).read_text())
+    flags = _cpu_flags()
+    for row in doc.get("rows", []):
+        if set(row["cpu_flags"]) <= flags and row["compute_type"] in COMPUTE_TYPES:
+            return row["compute_type"], (f"CPU with {', '.join(row['cpu_flags'])}: measured "
+                                         f"{row.get('evidence', 'by bench/engine_speed.py')}")
+    return doc.get("fallback", DEFAULT_COMPUTE_TYPE), "no measurement for this CPU's features: the safe default"
+

