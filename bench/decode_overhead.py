@@ -55,6 +55,8 @@ import sys
 import time
 from pathlib import Path
 
+from speed_common import cpu_model
+
 from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 
 LOCALES = ("el-GR", "uk-UA", "de-DE", "cs-CZ")
@@ -354,15 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="bench/results/decode_overhead.json")
     args = ap.parse_args(argv)
 
-    import platform
 
     import torch
 
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
-                if ln.startswith("model name")), platform.processor())
+    cpu = cpu_model()
     report: dict = {"args": vars(args), "date": time.strftime("%Y-%m-%d %H:%M:%S"), "cpu": cpu,
                     "affinity": sorted(os.sched_getaffinity(0)), "torch": torch.__version__,
                     "command": " ".join(sys.argv)}

@@ -53,7 +53,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from speed_common import build_ct2_dir, normalise, synthesize
+from speed_common import build_ct2_dir, cpu_model, normalise, synthesize
 
 SEEDS = {"dev": 1, "test": 0, "test2": 2}
 LOCALES = ["en", "de", "es", "fr"]
@@ -363,7 +363,7 @@ def machine() -> dict:
             "ctranslate2": ctranslate2.__version__, "faster_whisper": faster_whisper.__version__}
     try:
         lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu"] = next(ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name"))
+        info["cpu"] = cpu_model()
         flags = set(next(ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")))
         info["flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
                                         "amx_int8", "amx_tile"})

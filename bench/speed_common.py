@@ -51,6 +51,18 @@ def synthesize(out: Path, locales: list[str], n_per_locale: int, seed: int = 0) 
     return items
 
 
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), for the record next to every timing."""
+    import platform
+
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or "unknown"
+    return next((ln.split(":", 1)[1].strip() for ln in lines if ln.startswith("model name")),
+                platform.processor() or "unknown")
+
+
 def normalise(text: str) -> str:
     text = unicodedata.normalize("NFKC", text).lower()
     text = re.sub(r"[^\w\s']", " ", text)

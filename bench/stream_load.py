@@ -35,13 +35,17 @@ import time
 from pathlib import Path
 
 import numpy as np
+from speed_common import cpu_model
 
 from asr_adapt.decoding.streaming_eval import speech_span
 from asr_adapt.decoding.streaming_summary import reference_end_times
+from asr_adapt.decoding.streaming_transducer import TransducerStreamingConfig
+from asr_adapt.decoding.streaming_whisper import WhisperStreamingConfig
 from asr_adapt.scoring import get_normaliser
 from asr_adapt.scoring.streaming import pair_correct_tokens
 
 GAP_S = 0.4
+STREAM_SETTINGS = {"whisper": WhisperStreamingConfig, "transducer": TransducerStreamingConfig}
 
 
 def build_streams(data: str, locales: list[str], n: int, stream_s: float, seed: int) -> list[dict]:
@@ -104,31 +108,14 @@ def session_metrics(stream: dict, result, norm) -> dict:
 
 
 def simulate(transcriber, stream: dict, family: str, settings: dict) -> str:
-    """What stream-eval's simulation commits for this stream (one stream at a time)."""
-    loc = stream["locale"]
-    key = transcriber.adapter_for(loc)
-    if family == "whisper":
-        from asr_adapt.decoding.streaming_whisper import (
-            WhisperStreamingConfig,
-            join_units,
-            new_stream,
-            run_stream,
-        )
-        from asr_adapt.decoding.whisper_stream_step import StepRow, decode_steps
+    """What stream-eval's simulation commits for this stream (one stream at a time), joined
+    into text by the same rule as the server's sessions."""
+    from asr_adapt.decoding.streaming_eval import STREAM_SIMULATORS, StreamEvalConfig
+    from asr_adapt.serve.streaming import STREAM_FAMILIES
 
-        cfg = WhisperStreamingConfig(**settings)
-        opts = transcriber.options_for(key)
-        r = run_stream(new_stream(cfg), stream["wav"],
-                       lambda s: decode_steps(transcriber.backbone, [StepRow(s, loc, key, opts)])[0])
-        return join_units(r.words, loc)
-    from asr_adapt.decoding.streaming_transducer import (
-        TransducerStreamingConfig,
-        stream_transducer,
-        token_words,
-    )
-
-    s = stream_transducer(transcriber.backbone, stream["wav"], key, TransducerStreamingConfig(**settings))
-    return " ".join(token_words(transcriber.backbone.tokenizer, s.tokens, [s.emit_times])[0])
+    setting = STREAM_SETTINGS[family](**settings)
+    r = STREAM_SIMULATORS.get(family).stream(transcriber, stream["wav"], stream["locale"], setting, StreamEvalConfig())
+    return STREAM_FAMILIES.get(family).join(r.words, stream["locale"])
 
 
 def pct(values, q):
@@ -218,23 +205,13 @@ def main(argv=None) -> int:
                                                   for s, p in zip(streams, per))
             rows.append(row)
             print(json.dumps(row), flush=True)
-    out = {"args": vars(args), "cpu": _cpu(), "rows": rows}
+    out = {"args": vars(args), "cpu": cpu_model(), "rows": rows}
     if args.out:
         Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(out, indent=1))
     ok = all(r["closed_ok"] == r["sessions"] == r["audio_complete"] for r in rows) and all(
         r.get("equal_to_stream_eval", r["sessions"]) == r["sessions"] for r in rows)
     return 0 if ok else 1
-
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return "unknown"
 
 
 if __name__ == "__main__":
