@@ -60,7 +60,7 @@ class RowSearch:
     result: SearchResult
     frames: list[int]
     guarded: bool = False  # stopped at the AlignAtt guard (not at end of text or the cap)
-    next_token: int | None = None  # the token the guard held back
+    next_starts_word: bool = False  # the token the guard held back begins a new word
 
 
 def alignment_heads(backbone) -> list[tuple[int, int]]:
@@ -173,7 +173,7 @@ def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]],
                     continue
                 g = guards[row]
                 if g is not None and peaks[j] >= content_frames[row] - g:
-                    r.guarded, r.next_token = True, tok
+                    r.guarded, r.next_starts_word = True, tok in space_start
                     continue
                 r.result.sum_logprob += lp
                 r.result.tokens.append(tok)
@@ -201,9 +201,6 @@ def ragged_greedy(backbone, enc: torch.Tensor, prompts: Sequence[Sequence[int]],
             pos = pos[:, -1:] + 1
             with routing.use(route):
                 logits = backbone.decoder_logits(best[:, None], enc, cache, attention_mask=att, position_ids=pos)
-    for r in out:
-        if r.guarded:
-            r.next_token = int(r.next_token in space_start)  # 1: the held-back token starts a new word
     return out
 
 
@@ -371,7 +368,7 @@ def _output(tok, step: WhisperStep, code: str, forced: list[int], s: RowSearch) 
         words = list(step.prefix) + split_units(new_text, code)
         forced = []
     frames = _unit_frames(tok, forced, tokens, s.frames, len(words) - len(step.prefix), code) if s.frames else None
-    complete = not s.guarded or bool(s.next_token)
+    complete = not s.guarded or s.next_starts_word
     return StepOutput(words, frames, complete)
 
 

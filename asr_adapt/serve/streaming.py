@@ -76,13 +76,6 @@ class SessionSettings:
 Event = dict  # a JSON-able protocol event: {"type": "partial" | "final" | "language" | "error" | "end", ...}
 
 
-@dataclass
-class SessionStats:
-    opened: float = field(default_factory=time.monotonic)
-    steps: int = 0
-    compute_s: float = 0.0  # this session's share of model time (batch time / rows)
-
-
 class LiveSession:
     """One client's stream (see the module doc). Thread-safe through the scheduler's lock."""
 
@@ -100,7 +93,7 @@ class LiveSession:
         self._pre_n = 0
         self.closed = False  # the client sent its end message
         self.done = False
-        self.stats = SessionStats()
+        self.steps = 0  # model steps run for this session
         self.ready_since: float | None = None  # when its pending step became ready
         self._last_partial: str | None = None
         self._words: list[str] = []  # committed units
@@ -158,7 +151,7 @@ class LiveSession:
         if self.stream.done and not self.done:
             self.done = True
             self.emit({"type": "end", "text": self.text, "audio_s": round(self.received_s, 3),
-                       "words": len(self._words), "steps": self.stats.steps})
+                       "words": len(self._words), "steps": self.steps})
 
     @property
     def text(self) -> str:
@@ -431,8 +424,7 @@ class StreamScheduler:
             dt = time.monotonic() - t0
             with self._cond:
                 for s, _ in work:
-                    s.stats.steps += 1
-                    s.stats.compute_s += dt / len(work)
+                    s.steps += 1
                     s.ready_since = None
                     s.report()
                 st = self.stats
