@@ -10,6 +10,9 @@ guarantee :data:`~asr_adapt.data.locales.SPLIT_VARIANTS` gives for espeak-ng.
 What Debian (main) offers here, checked 2026-11 on bookworm:
 
 * ``espeak-ng``: every locale (formant synthesis, 7 train + 6 held-out voice variants).
+* ``espeak-ng-named``: espeak-ng again with its named voice variants (``klatt3``, ``Andy``,
+  ``aunty``, ...): other formant tables, equalisers (``tone``) and Klatt voicing, for training
+  only, so a model hears more spectral envelopes than the seven numbered train variants give.
 * ``flite`` (package ``flite``): American English only; voices kal, awb, rms, slt
   (kal16 is kal's speaker again and awb_time only speaks clock times, so neither is used).
 * ``festival`` (``festival`` + ``festvox-*``): en-US (kal diphone, slt HTS), it-IT (lp, pc
@@ -23,6 +26,7 @@ The non-espeak engines change rate natively (duration stretch) and pitch with so
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -144,6 +148,46 @@ class EspeakNg:
         return resample_poly(wav, 320, 441).astype(np.float32)
 
 
+# espeak-ng's named variants (espeak-ng-data/voices/!v) that sound like a person speaking.
+# (Names without spaces, so they fit a Kaldi speaker id.) Left out: the numbered m1-m8/f1-f5 (the ``espeak-ng`` engine's train and held-out voices),
+# whispered voices (no voicing at all) and the deliberately robotic or distorted effects.
+NAMED_VARIANTS = (
+    "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2",
+    "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen",
+    "Storm", "adam", "anika", "announcer", "antonio", "aunty", "belinda", "benjamin", "boris",
+    "caleb", "david", "ed", "edward", "edward2", "fast", "grandma", "grandpa", "gustave", "iven",
+    "iven2", "iven3", "iven4", "john", "kaukovalta", "klatt", "klatt2", "klatt3", "klatt4", "klatt5",
+    "klatt6", "linda", "marcelo", "max", "michel", "miguel", "norbert", "pablo", "paul", "pedro",
+    "quincy", "rob", "robert", "sandro", "shelby", "steph", "steph2", "steph3", "travis", "victor",
+)
+
+
+@dataclass(frozen=True)
+class EspeakNgNamed(EspeakNg):
+    """espeak-ng with its named variants: train (and unlabelled) voices only, never dev or test,
+    so every held-out numbered variant stays unheard."""
+
+    def voices(self, locale: str, split: str) -> tuple[str, ...]:
+        if locale not in LOCALES or split not in ("train", "unlabelled"):
+            return ()
+        return tuple(v for v in NAMED_VARIANTS if _espeak_variant_installed(v))
+
+
+def _espeak_variant_installed(name: str) -> bool:
+    data = _espeak_data_dir()
+    return data is not None and (data / "voices" / "!v" / name).is_file()
+
+
+@functools.cache
+def _espeak_data_dir() -> Path | None:
+    """espeak-ng's data directory, as the program itself reports it (``Data at: DIR``)."""
+    if not shutil.which("espeak-ng"):
+        return None
+    out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
+    _, sep, tail = out.partition("Data at:")
+    return Path(tail.strip()) if sep else None
+
+
 @dataclass(frozen=True)
 class TableEngine:
     """An engine whose voices per locale and split are a fixed table (shared by flite and festival)."""
@@ -252,6 +296,7 @@ class Festival(TableEngine):
 
 
 ENGINES.register("espeak-ng", EspeakNg())
+ENGINES.register("espeak-ng-named", EspeakNgNamed())
 ENGINES.register("flite", Flite())
 ENGINES.register("festival", Festival())
 

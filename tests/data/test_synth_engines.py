@@ -91,6 +91,21 @@ def test_holding_out_espeak_leaves_its_dev_and_test_as_they_were(tmp_path):
     assert [j for j in one if j.split != "train"] == [j for j in held if j.split != "train"]
 
 
+def test_named_espeak_variants_add_train_voices_only(tmp_path):
+    named = ENGINES.get("espeak-ng-named")
+    numbered = {v for s in ("train", "dev", "test") for v in ENGINES.get("espeak-ng").voices("en-US", s)}
+    assert len(named.voices("en-US", "train")) >= 40 and not set(named.voices("en-US", "train")) & numbered
+    assert named.voices("en-US", "dev") == named.voices("en-US", "test") == ()
+    # Adding the engine changes train only: dev/test stay the espeak-ng corpus's, draw for draw.
+    both = plan(dataclasses.replace(EN, engines=("espeak-ng", "espeak-ng-named"), speakers_per_split=4), tmp_path)
+    assert [j for j in plan(EN, tmp_path) if j.split != "train"] == [j for j in both if j.split != "train"]
+    assert {j.engine for j in both if j.split == "train"} == {"espeak-ng", "espeak-ng-named"}
+    spec = LOCALES.get("en-US")
+    a = named.speak("hello world", spec, "klatt3", 175, 50)
+    b = ENGINES.get("espeak-ng").speak("hello world", spec, "m1", 175, 50)
+    assert a.size > 8000 and np.abs(a).max() > 0.01 and (a.size != b.size or not np.allclose(a, b))
+
+
 @needs_flite
 def test_engines_and_holdout_are_recorded_per_utterance(tmp_path):
     out = tmp_path / "c"

@@ -7,7 +7,10 @@
 #
 # Usage (from egs/synth_tail/asr2):
 #   local/finetune_envelope.sh [--init exp_gpu/foundation] [--arm envelope|plain] [--amplitude 1.5]
-# Writes exp_voices/ARM/model (the fine-tuned foundation) and exp_voices/score (test CER, both modes).
+#                              [--steps 300] [--extra-train "DIR ..."] [--exp exp_voices]
+# Writes EXP/ARM/model (the fine-tuned foundation) and EXP/score (dev and test CER, both modes).
+# --extra-train adds training data dirs to $data/train (e.g. data_named/train: espeak-ng's named
+# voice variants, `asr-adapt synth ... --engines espeak-ng espeak-ng-named`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
@@ -19,8 +22,10 @@ steps=300
 lr=2e-4
 data=data_voices
 exp=exp_voices
+extra_train=""
 heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
 . utils/parse_options.sh
+train_list="[$(echo $data/train $extra_train | sed 's/ /,/g')]"
 head_list="[$(echo $heads | sed 's/ /,/g')]"
 
 if [ ! -f "$data/train/wav.scp" ]; then
@@ -34,16 +39,18 @@ asr-adapt train fit --config ../../../recipes/common/trainer_cpu.yaml --config .
   --model.init_args.model "$init" --model.init_args.locales "$head_list" \
   --model.init_args.full_context_steps 0 --model.init_args.optimizer.init_args.lr "$lr" \
   --model.init_args.lr_scheduler.init_args.warmup_steps 30 --model.init_args.lr_scheduler.init_args.total_steps "$steps" \
-  --data.train "[$data/train]" --data.dev "[data/dev]" --data.locales "$head_list" \
+  --data.train "$train_list" --data.dev "[data/dev]" --data.locales "$head_list" \
   --data.max_batch_seconds 60 --data.feature_cache true --data.num_workers 0 \
   --trainer.max_steps "$steps" --trainer.val_check_interval 150 --trainer.default_root_dir "$exp/$arm" --overwrite \
   "${aug[@]}"
 asr-adapt init-model --backbone transducer --from-experiment "$exp/$arm" --pick last \
   --init-dir "$init" -o "$exp/$arm/model" --overwrite
-for mode in full streaming; do
-  args="--mode full"
-  [ $mode = streaming ] && args="--mode streaming --chunk-ms 320"
-  # shellcheck disable=SC2086
-  asr-adapt decode data/test -o "$exp/$arm/test_$mode" --backbone transducer --model "$exp/$arm/model" $args --no-progress
-  asr-adapt score data/test "$exp/$arm/test_$mode" --name "$arm-$mode" -o "$exp/score" --no-plots > /dev/null
+for split in dev test; do
+  for mode in full streaming; do
+    args="--mode full"
+    [ $mode = streaming ] && args="--mode streaming --chunk-ms 320"
+    # shellcheck disable=SC2086
+    asr-adapt decode data/$split -o "$exp/$arm/${split}_$mode" --backbone transducer --model "$exp/$arm/model" $args --no-progress
+    asr-adapt score data/$split "$exp/$arm/${split}_$mode" --name "$arm-$split-$mode" -o "$exp/score" --no-plots > /dev/null
+  done
 done
