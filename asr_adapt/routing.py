@@ -21,19 +21,24 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Hashable, Iterator, Sequence
+from typing import TypeVar
 
 import torch
 
 _state = threading.local()
+T = TypeVar("T")
 
 
 class _Rows:
-    __slots__ = ("locales", "_groups")
+    __slots__ = ("locales", "_groups", "memo")
 
     def __init__(self, locales: Sequence[str | None]) -> None:
         self.locales = tuple(locales)
         self._groups: dict[str | None, torch.Tensor] | None = None
+        # Values derived from the routing once per ``use`` block (e.g. an adapter set's plan),
+        # so the dozens of adapted layers of one forward pass do not each derive them again.
+        self.memo: dict = {}
 
     def groups(self) -> dict[str | None, torch.Tensor]:
         if self._groups is None:
@@ -120,3 +125,20 @@ def groups(batch_size: int) -> dict[str | None, torch.Tensor] | None:
             "the decoder reshaped the batch without reshaping its Route (route.select / route.repeat)"
         )
     return rows.groups()
+
+
+def per_pass(batch_size: int, key: Hashable, make: Callable[[dict[str | None, torch.Tensor]], T]) -> T | None:
+    """``make(groups(batch_size))``, computed once per ``use`` block and ``key``; None outside one.
+
+    ``make`` must depend only on the groups and on what ``key`` names.
+    """
+    rows = getattr(_state, "rows", None)
+    if rows is None:
+        return None
+    g = groups(batch_size)
+    try:
+        return rows.memo[key]
+    except KeyError:
+        value = rows.memo[key] = make(g)
+        return value
+

@@ -1,14 +1,22 @@
 """Per-row application of per-locale adapters, shared by every adapter layer.
 
 An adapter hook sees one activation batch. :func:`plan` turns the active routing
-(:mod:`asr_adapt.routing`) into ``[(adapter_key, rows)]`` after the locale fallback, and
-:func:`add_routed` adds each locale's delta to its rows only. Rows without an adapter are
-left untouched, so they are bit-identical to the base model.
+(:mod:`asr_adapt.routing`) into ``[(adapter_key, rows)]`` after the locale fallback, once
+per forward pass, and :func:`add_routed` adds each locale's delta to its rows only. Rows
+without an adapter are left untouched, so they are bit-identical to the base model.
+
+Low-rank adapters (LoRA, S2-LoRA) take :func:`add_low_rank` instead: one down-projection
+for every locale in the batch at once, a per-row gate that keeps each row's own locale's
+ranks (zero for rows without an adapter), one up-projection accumulated into the layer's
+output. Two dense GEMMs per layer, whatever the number of locales in the batch, where a loop
+over locales costs a row gather, two GEMMs and a scatter per locale (a 4-locale decode batch
+paid 33 % over the base for that loop, bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Hashable, Sequence
+from typing import TypeVar
 
 import torch
 
@@ -16,15 +24,19 @@ from asr_adapt import routing
 from asr_adapt.adapters.locales import resolve_locale
 from asr_adapt.adapters.registry import AdapterError
 
+T = TypeVar("T")
+
 
 def plan(batch: int, keys: frozenset[str]) -> list[tuple[str, torch.Tensor | None]]:
     """``[(key, rows)]`` for the rows that have an adapter; ``rows=None`` means all rows.
 
-    Empty when routing is inactive (the frozen base model).
+    Empty when routing is inactive (the frozen base model). Computed once per forward pass
+    and key set (:func:`asr_adapt.routing.per_pass`).
     """
-    g = routing.groups(batch)
-    if g is None:
-        return []
+    return routing.per_pass(batch, ("plan", keys), lambda g: _plan(batch, keys, g)) or []
+
+
+def _plan(batch: int, keys: frozenset[str], g: dict) -> list[tuple[str, torch.Tensor | None]]:
     by_key: dict[str, list[torch.Tensor]] = {}
     for loc, rows in g.items():
         key = resolve_locale(loc, keys)
@@ -76,6 +88,81 @@ def add_routed(
     return out
 
 
+def row_slots(batch: int, keys: frozenset[str]) -> tuple[tuple[str, ...], torch.Tensor] | None:
+    """``(active, slots)``: the adapter keys some row of this pass uses, in plan order, and
+    (B,) the index in ``active`` of each row's key, ``len(active)`` for rows without one.
+
+    None when no row has an adapter (or routing is inactive). Once per forward pass.
+    """
+    def make(g: dict) -> tuple[tuple[str, ...], torch.Tensor] | None:
+        steps = _plan(batch, keys, g)
+        if not steps:
+            return None
+        slots = torch.full((batch,), len(steps), dtype=torch.long)
+        for i, (_, rows) in enumerate(steps):
+            slots[slice(None) if rows is None else rows] = i
+        return tuple(k for k, _ in steps), slots
+
+    return routing.per_pass(batch, ("slots", keys), make)
+
+
+def add_low_rank(
+    y: torch.Tensor,
+    x: torch.Tensor,
+    batch_dim: int,
+    row_gate: torch.Tensor,
+    down: torch.Tensor,
+    up: torch.Tensor,
+) -> torch.Tensor:
+    """``y + ((x @ down.T) * row_gate[row]) @ up.T`` per batch row (in place on ``y`` when
+    autograd is off).
+
+    y: (..., B, ..., D_out); x: (..., B, ..., D_in), batch at ``batch_dim`` in both;
+    row_gate: (B, K), each row's weights on the K low ranks (zero for rows without an
+    adapter, which then keep the base output exactly); down: (K, D_in); up: (D_out, K).
+    """
+    z = (x if x.dtype == down.dtype else x.to(down.dtype)) @ down.t()
+    shape = [1] * z.dim()
+    shape[batch_dim if batch_dim >= 0 else z.dim() + batch_dim] = row_gate.shape[0]
+    shape[-1] = row_gate.shape[1]
+    z = z * row_gate.reshape(shape)
+    if not torch.is_grad_enabled() and y.dtype == up.dtype and y.is_contiguous():
+        # Decoding: accumulate into the layer's fresh output with one GEMM; no full-size
+        # temporary and no add pass (on the encoder's (B T, D) activations those two passes
+        # cost more than the low-rank GEMMs). Under autograd the output stays untouched.
+        y.view(-1, y.shape[-1]).addmm_(z.reshape(-1, z.shape[-1]), up.t())
+        return y
+    return y + (z @ up.t()).to(y.dtype)
+
+
+class WeightCache:
+    """Derived inference weights (concatenated pairs, gates), rebuilt when a source tensor changes.
+
+    Under autograd the derived tensors must be rebuilt each call, so gradients reach the
+    parameters; without it (decoding) they are reused while every source tensor is the same
+    storage at the same version (an optimiser step, ``load_state_dict`` or ``.to()`` each
+    changes one of the two).
+    """
+
+    max_entries = 32
+
+    def __init__(self) -> None:
+        self._entries: dict = {}
+
+    def get(self, key: Hashable, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:
+        if torch.is_grad_enabled():
+            return build()
+        stamp = [(t.data_ptr(), t._version) for t in sources]  # a new dtype or device is new storage
+        hit = self._entries.get(key)
+        if hit is not None and hit[0] == stamp:
+            return hit[1]
+        value = build()
+        if len(self._entries) >= self.max_entries:  # many locale mixes: keep memory bounded
+            self._entries.clear()
+        self._entries[key] = (stamp, value)
+        return value
+
+
 class BankMixin:
     """State every per-locale bank carries, next to its ``ModuleDict``/``ParameterDict`` body.
 
@@ -89,7 +176,12 @@ class BankMixin:
     merged: str | None = None
 
     def locale_keys(self) -> frozenset[str]:
-        return frozenset(self.keys())  # type: ignore[attr-defined]
+        # Asked by every adapted layer on every forward pass. Locales are only ever added to a
+        # bank, so the set changes exactly when its size does.
+        keys = self.__dict__.get("_locale_keys")
+        if keys is None or len(keys) != len(self):  # type: ignore[arg-type]
+            keys = self.__dict__["_locale_keys"] = frozenset(self.keys())  # type: ignore[attr-defined]
+        return keys
 
     def steps(self, batch: int) -> list[tuple[str, torch.Tensor | None]]:
         return plan(batch, self.locale_keys())
