@@ -7,10 +7,14 @@
 #
 # Usage (from egs/synth_tail/asr2):
 #   local/finetune_envelope.sh [--init exp_gpu/foundation] [--arm envelope|plain] [--amplitude 1.5]
-#                              [--steps 300] [--extra-train "DIR ..."] [--exp exp_voices]
+#                              [--steps 300] [--named-data DIR] [--data data_voices] [--exp exp_voices]
 # Writes EXP/ARM/model (the fine-tuned foundation) and EXP/score (dev and test CER, both modes).
-# --extra-train adds training data dirs to $data/train (e.g. data_named/train: espeak-ng's named
-# voice variants, `asr-adapt synth ... --engines espeak-ng espeak-ng-named`).
+# --named-data DIR adds DIR/train to the training data: 1,000 more utterances per head locale
+# (seed 11) from 96 speakers, half of them espeak-ng's named voice variants (engine
+# espeak-ng-named: other formant tables, equalisers, Klatt voicing), synthesised if missing.
+#
+# The shipped transducer-synth-compact (RESULTS.md section 3d):
+#   local/finetune_envelope.sh --init exp_gpu/foundation16 --steps 600 --named-data data_named --exp exp_named
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
@@ -22,10 +26,18 @@ steps=300
 lr=2e-4
 data=data_voices
 exp=exp_voices
-extra_train=""
+named_data=""
 heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
 . utils/parse_options.sh
-train_list="[$(echo $data/train $extra_train | sed 's/ /,/g')]"
+train_dirs="$data/train"
+if [ -n "$named_data" ]; then
+  train_dirs="$train_dirs $named_data/train"
+  if [ ! -f "$named_data/train/wav.scp" ]; then
+    asr-adapt synth "$named_data" --locales $heads --utts-per-locale 30 --train-utts-per-locale 1000 \
+      --train-speakers 96 --engines espeak-ng espeak-ng-named --splits train --jobs 2 --seed 11
+  fi
+fi
+train_list="[$(echo $train_dirs | sed 's/ /,/g')]"
 head_list="[$(echo $heads | sed 's/ /,/g')]"
 
 if [ ! -f "$data/train/wav.scp" ]; then
