@@ -9,6 +9,8 @@ import subprocess
 import unicodedata
 from pathlib import Path
 
+import numpy as np
+
 ESPEAK_VOICE = {"en": "en-us", "de": "de", "es": "es", "fr": "fr-fr", "it": "it", "nl": "nl", "el": "el"}
 FAKER_LOCALE = {"en": "en_US", "de": "de_DE", "es": "es_ES", "fr": "fr_FR", "it": "it_IT", "nl": "nl_NL", "el": "el_GR"}
 
@@ -91,3 +93,36 @@ def build_ct2_dir(work: Path) -> Path:
             if (p / name).exists():
                 shutil.copy(p / name, d / name)
     return d
+
+
+# ------------------------------------------------------------------------------------ WER tests
+MARGIN = 1.0  # WER points
+
+
+def utt_errors(refs: list[str], hyps: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """(N,) word errors and (N,) reference words after normalisation."""
+    from asr_adapt.scoring.metrics import align_words
+
+    al = align_words([normalise(r) for r in refs], [normalise(h) or "<empty>" for h in hyps])
+    return np.array([a.counts.errors for a in al], float), np.array([a.counts.ref for a in al], float)
+
+
+def wer(refs, hyps) -> float:
+    e, n = utt_errors(refs, hyps)
+    return 100.0 * e.sum() / n.sum()
+
+
+def noninferiority(refs, hyps_sys, hyps_ref, locale: str, margin: float = MARGIN, n_boot: int = 10000) -> dict:
+    """Paired bootstrap over utterances of WER(system) - WER(reference); non-inferior when the
+    one-sided 95 % upper bound is below ``margin`` points."""
+    from asr_adapt.scoring.bootstrap import locale_rng, rates, resample_sums
+
+    e_s, n = utt_errors(refs, hyps_sys)
+    e_r, _ = utt_errors(refs, hyps_ref)
+    res = resample_sums([e_s, e_r], n, n_boot, locale_rng(0, locale))
+    diff = rates(res.errors[0], res.ref) - rates(res.errors[1], res.ref)
+    lo, hi = np.quantile(diff, [0.05, 0.95])
+    return {"locale": locale, "n_utts": len(refs), "n_words": int(n.sum()), "wer_system": 100 * e_s.sum() / n.sum(),
+            "wer_reference": 100 * e_r.sum() / n.sum(), "diff": 100 * (e_s.sum() - e_r.sum()) / n.sum(),
+            "ci90": [float(lo), float(hi)], "margin": margin, "noninferior": bool(hi < margin),
+            "identical_transcripts": int(sum(a == b for a, b in zip(hyps_sys, hyps_ref)))}

@@ -12,9 +12,17 @@ budget, one epoch each, for
 * ``peer``   transformers + PEFT ``LoraConfig(target_modules=["q_proj", "v_proj"])`` with the
   ``WhisperFeatureExtractor`` default (inputs padded to 30 s), plain torch loop.
 
-asr-adapt runs the encoder at the batch's real length (``train_min_window_s``, default 1 s)
-on duration-bucketed batches (lhotse, ``max_seconds`` = batch size x mean duration, so the
-number of steps matches the peer's fixed batch size).
+asr-adapt runs the encoder at the batch's real length, at least ``--min-window-s`` (the
+window the adapters then decode at; the recipes use 6 s, and 1 s shows the full effect of
+trimming), on duration-bucketed batches (lhotse). The bucket budget is searched so that
+asr-adapt takes exactly as many optimiser updates per epoch as the peer's fixed batches.
+
+After training, every system is judged on the same inputs with the same code: the peer's
+LoRA (PEFT ``lora_A``/``lora_B``, same parametrisation) is copied into an asr-adapt model as
+a one-adapter LoRA, and each system's dev loss is measured at 30 s (the peer's input) and at
+``--min-window-s``, and dev WER by asr-adapt greedy decoding at ``--min-window-s``. The peer
+is also decoded as its users would (``generate`` on 30 s features, forced language), and the
+one-adapter LoRA's WER is tested for non-inferiority against the peer's (paired bootstrap).
 
 Fairness under a shared, noisy machine: each system lives in its own worker process (which
 also gives its peak RSS, ``ru_maxrss``), and the coordinator interleaves them one training
@@ -25,7 +33,8 @@ mean cross-entropy per target token (text tokens + end-of-text; the 4 prompt tok
 given, not scored), asr-adapt at its training window, the peer at 30 s.
 
     python bench/train_speed.py --n 48 --n-dev 16                # reduced run
-    python bench/train_speed.py --n 200 --n-dev 40               # full run
+    python bench/train_speed.py --n 200 --n-dev 80 --min-window-s 6   # at the recipes' decode window
+    python bench/train_speed.py --n 200 --n-dev 80 --min-window-s 1
     python bench/train_speed.py --device cuda                    # bf16 autocast on a GPU
 """
 
@@ -36,6 +45,7 @@ import json
 import multiprocessing as mp
 import os
 import random
+import re
 import resource
 import subprocess
 import sys
@@ -111,10 +121,17 @@ class Ours:
                      if p.requires_grad and not any(f".{loc}." in n for loc in locales))
         self.n_trainable_per_locale = per_loc + shared
         self.opt = torch.optim.AdamW(params, lr=opts["lr"])
-        budget = opts["batch_size"] * sum(u["duration"] for u in train) / len(train)
-        sampler = DurationBucketingBatchSampler([u["duration"] for u in train],
-                                                BucketingConfig(max_seconds=budget, num_buckets=4, seed=0))
-        self.batches = [list(b) for b in sampler]
+        durations = [u["duration"] for u in train]
+
+        def batches(budget: float) -> list[list[int]]:
+            sampler = DurationBucketingBatchSampler(durations, BucketingConfig(max_seconds=budget, num_buckets=4, seed=0))
+            return [list(b) for b in sampler]
+
+        budget = opts["batch_size"] * sum(durations) / len(durations)
+        self.batches = batches(budget)
+        if opts["equal_updates"]:
+            budget, self.batches = budget_for_updates(batches, budget, -(-len(train) // opts["batch_size"]))
+        self.budget_s = budget
         self.device = opts["device"]
 
     def loss(self, wavs, texts, langs):
@@ -139,6 +156,22 @@ class Ours:
         n = int((labels != -100).sum())
         with routing.use(self.route(langs)):
             return float(self.bb.compute_loss(wavs, texts, langs)) * n, n
+
+
+def budget_for_updates(batches, start: float, n_updates: int) -> tuple[float, list[list[int]]]:
+    """The bucket budget (s) nearest ``start`` whose epoch has exactly ``n_updates`` batches, and its batches.
+
+    ``batches(budget)`` -> list of batches. The count falls as the budget grows, but not
+    strictly (lhotse's buckets fill unevenly), so budgets from 0.5x to 2x ``start`` are tried
+    in 0.1 s steps, nearest first.
+    """
+    grid = [round(start + k * 0.1, 3) for k in range(-int(start * 5), int(start * 10) + 1)]
+    for budget in sorted(grid, key=lambda b: abs(b - start)):
+        got = batches(budget)
+        if len(got) == n_updates:
+            return budget, got
+    raise RuntimeError(f"no bucket budget within 0.5-2x {start:.1f} s gives {n_updates} batches; "
+                       "run with --no-equal-updates")
 
 
 class Peer:
@@ -209,6 +242,102 @@ class Peer:
         return float(ce), n
 
 
+def peer_to_ours(peer_model, opts: dict):
+    """An asr-adapt WhisperBackbone carrying the peer's trained LoRA as the one adapter ``mul``.
+
+    PEFT's ``lora_A.weight`` (r, D_in) and ``lora_B.weight`` (D_out, r) with scale alpha/r are
+    asr-adapt's ``A``, ``B`` and scale, so the copy computes the same function.
+    """
+    import torch
+
+    from asr_adapt.adapters import attach_adapters
+    from asr_adapt.adapters.registry import ADAPTERS
+    from asr_adapt.models.whisper import WhisperBackbone
+
+    bb = WhisperBackbone.from_pretrained(opts["model"], device=opts["device"], train_min_window_s=opts["min_window_s"])
+    attach_adapters(bb, bb.injection_points(), "lora", {"rank": opts["rank"], "alpha": opts["alpha"], "patterns": [QV]},
+                    [SHARED_LOCALE])
+    ours = dict(bb.named_modules())
+    copied = 0
+    with torch.no_grad():
+        for name, mod in peer_model.named_modules():
+            if not hasattr(mod, "lora_A") or "default" not in getattr(mod, "lora_A", {}):
+                continue
+            target = re.search(r"(encoder|decoder)\.layers\.\d+\..*$", name).group(0)  # PEFT wraps the names
+            pair = getattr(ours[target], ADAPTERS.get("lora").bank_attr)[SHARED_LOCALE]
+            pair.A.copy_(mod.lora_A["default"].weight)
+            pair.B.copy_(mod.lora_B["default"].weight)
+            copied += 1
+    if copied != sum(1 for n in ours if re.search(QV, n)):
+        raise RuntimeError(f"copied {copied} LoRA pairs; expected one per q_proj/v_proj")
+    bb.eval()
+    return bb
+
+
+def evaluate(bb, route, dev: list[dict], dw: list, opts: dict) -> dict:
+    """Dev loss at 30 s and at the training window, and dev hypotheses decoded at that window,
+    all through asr-adapt's code (the same for every system)."""
+    import torch
+
+    from asr_adapt import routing
+    from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
+
+    bb.eval()
+    order = sorted(range(len(dev)), key=lambda i: dev[i]["duration"])
+    bs = opts["batch_size"]
+    out: dict = {"dev_loss": {}}
+    keep = bb.train_min_window_s
+    for window in sorted({30.0, float(opts["min_window_s"])}):
+        bb.train_min_window_s = window
+        tot, ntok = 0.0, 0
+        with torch.no_grad():
+            for s in range(0, len(order), bs):
+                idx = order[s : s + bs]
+                texts, langs = [dev[i]["text"] for i in idx], [dev[i]["lang"] for i in idx]
+                _, labels = bb.teacher_forcing(texts, langs)
+                n = int((labels != -100).sum())
+                with routing.use(route(langs)):
+                    tot += float(bb.compute_loss([dw[i] for i in idx], texts, langs)) * n
+                ntok += n
+        out["dev_loss"][f"{window:g}s"] = tot / ntok
+    bb.train_min_window_s = keep
+    opts_dec = decoding_options(bb, min_window_s=float(opts["min_window_s"]))
+    hyps: dict[str, str] = {}
+    t0 = time.perf_counter()
+    for s in range(0, len(order), bs):
+        idx = order[s : s + bs]
+        langs = [dev[i]["lang"] for i in idx]
+        res = transcribe_batch(bb, [dw[i] for i in idx], langs, opts_dec, route=route(langs))
+        hyps.update({dev[i]["id"]: h.text for i, h in zip(idx, res)})
+    out["hyps"] = hyps
+    out["decode_s"] = time.perf_counter() - t0
+    return out
+
+
+def peer_generate(peer: Peer, dev: list[dict], dw: list, opts: dict) -> dict[str, str]:
+    """The peer decoded as its users run it: ``generate`` on 30 s features, greedy, language
+    forced per row, at most 20 tokens per second of audio + 16."""
+    import torch
+
+    peer.model.eval()
+    hyps: dict[str, str] = {}
+    by_lang: dict[str, list[int]] = {}
+    for i in sorted(range(len(dev)), key=lambda i: dev[i]["duration"]):
+        by_lang.setdefault(dev[i]["lang"], []).append(i)
+    bs = opts["batch_size"]
+    with torch.no_grad():
+        for lang, ids in sorted(by_lang.items()):
+            for s in range(0, len(ids), bs):
+                idx = ids[s : s + bs]
+                feats = peer.fe([dw[i] for i in idx], sampling_rate=16000, return_tensors="pt").input_features
+                cap = int(20 * max(dev[i]["duration"] for i in idx)) + 16
+                out = peer.model.generate(input_features=feats.to(peer.device), language=lang.split("-")[0],
+                                          task="transcribe", max_new_tokens=cap, do_sample=False, num_beams=1)
+                texts = peer.tok.batch_decode(out, skip_special_tokens=True)
+                hyps.update({dev[i]["id"]: t.strip() for i, t in zip(idx, texts)})
+    return hyps
+
+
 # ----------------------------------------------------------------------------- worker
 def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kB
@@ -238,7 +367,8 @@ def worker(conn, system: str, opts: dict, train: list[dict], dev: list[dict], lo
             torch.cuda.synchronize()
 
     conn.send({"ready": True, "n_batches": len(sysobj.batches), "n_trainable": sysobj.n_trainable,
-               "n_trainable_per_locale": sysobj.n_trainable_per_locale})
+               "n_trainable_per_locale": sysobj.n_trainable_per_locale,
+               "budget_s": getattr(sysobj, "budget_s", None)})
     while True:
         cmd = conn.recv()
         if cmd[0] == "step":
@@ -266,6 +396,15 @@ def worker(conn, system: str, opts: dict, train: list[dict], dev: list[dict], lo
                                                 [dev[i]["lang"] for i in idx])
                     tot, ntok = tot + ce, ntok + n
             conn.send({"dev_loss": tot / ntok, "tokens": ntok, "seconds": time.perf_counter() - t0})
+        elif cmd[0] == "eval":
+            if system == "peer":
+                res = evaluate(peer_to_ours(sysobj.model, opts), lambda langs: [SHARED_LOCALE] * len(langs), dev, dw, opts)
+                t0 = time.perf_counter()
+                res["hyps_as_users"] = peer_generate(sysobj, dev, dw, opts)
+                res["decode_as_users_s"] = time.perf_counter() - t0
+            else:
+                res = evaluate(sysobj.bb, sysobj.route, dev, dw, opts)
+            conn.send(res)
         elif cmd[0] == "stats":
             conn.send({"rss_loaded_mb": rss_loaded, "peak_rss_mb": _rss_mb()})
         else:
@@ -290,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--model", default="whisper-base")
     ap.add_argument("--systems", default=",".join(SYSTEMS))
     ap.add_argument("--no-dev-before", action="store_true", help="skip the dev loss before training")
+    ap.add_argument("--equal-updates", action=argparse.BooleanOptionalAction, default=True,
+                    help="size asr-adapt's bucket budget so an epoch has as many updates as the peer's")
+    ap.add_argument("--no-eval", action="store_true", help="skip the common evaluation after training")
     ap.add_argument("--out", default="bench/out/train_speed/results.json")
     args = ap.parse_args(argv)
 
@@ -303,7 +445,7 @@ def main(argv: list[str] | None = None) -> int:
     dev = pick(read_data_dir(root / "dev"), args.n_dev)
     systems = args.systems.split(",")
     opts = {k: getattr(args, k) for k in ("rank", "alpha", "lr", "min_window_s", "threads", "device", "model",
-                                           "batch_size")}
+                                           "batch_size", "equal_updates")}
     loads = [os.getloadavg()[0]]
     ctx = mp.get_context("spawn")
     conns, procs, info = {}, {}, {}
@@ -311,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
         a, b = ctx.Pipe()
         p = ctx.Process(target=worker, args=(b, s, opts, train, dev, locales), daemon=True)
         p.start()
+        b.close()  # only the worker holds its end: a worker that dies then ends our recv() with EOFError
         conns[s], procs[s] = a, p
     for s in systems:
         info[s] = conns[s].recv()
@@ -348,12 +491,68 @@ def main(argv: list[str] | None = None) -> int:
     for s in systems:
         res[s]["dev_after"] = ask(s, ("dev",))
         res[s].update(ask(s, ("stats",)))
+        save()
+    if not args.no_eval:
+        for s in systems:
+            res[s]["eval"] = ask(s, ("eval",))
+            print(f"{s}: evaluated ({res[s]['eval']['decode_s']:.0f} s decoding)", file=sys.stderr, flush=True)
+            save()
+    for s in systems:
         ask(s, ("stop",))
         procs[s].join(timeout=30)
     loads.append(os.getloadavg()[0])
+    wer_report = None if args.no_eval else wer_tests(res, systems, dev)
     save()
+    if wer_report is not None:
+        out.with_suffix(".wer.json").write_text(json.dumps(wer_report, indent=1))
     print(format_table(res, systems, len(train), len(dev), args, loads))
+    if wer_report is not None:
+        print()
+        print(format_eval(res, systems, wer_report, args))
     return 0
+
+
+def wer_tests(res: dict, systems: list[str], dev: list[dict]) -> dict:
+    """Dev WER of every system (asr-adapt decoding at the training window; the peer also as its
+    users decode), and paired-bootstrap non-inferiority of the like-for-like LoRA against the peer."""
+    sys.path.insert(0, str(Path(__file__).parent))
+    from speed_common import noninferiority, wer
+
+    refs = [u["text"] for u in dev]
+    ids = [u["id"] for u in dev]
+    hyps = {s: [res[s]["eval"]["hyps"][i] for i in ids] for s in systems}
+    if "peer" in systems:
+        hyps["peer-as-users"] = [res["peer"]["eval"]["hyps_as_users"][i] for i in ids]
+    report = {"wer": {k: wer(refs, v) for k, v in hyps.items()}, "tests": []}
+    if "peer" in systems:
+        for s in ("lora-shared", "lora", "lda"):
+            for ref in ("peer", "peer-as-users"):
+                if s in hyps:
+                    report["tests"].append({"system": s, "reference": ref,
+                                            **noninferiority(refs, hyps[s], hyps[ref], "all")})
+    return report
+
+
+def format_eval(res: dict, systems: list[str], report: dict, args) -> str:
+    w = args.min_window_s
+    lines = [
+        f"Common evaluation: dev loss (CE per target token) of every system through asr-adapt's model at 30 s "
+        f"and at {w:g} s; dev WER by asr-adapt greedy decoding at {w:g} s (the peer's LoRA copied in)",
+        "",
+        f"| system | dev loss @30 s | dev loss @{w:g} s | dev WER % |",
+        "|---|---|---|---|",
+    ]
+    for s in systems:
+        dl = res[s]["eval"]["dev_loss"]
+        lines.append(f"| {LABELS[s]} | {dl['30s']:.4f} | {dl[f'{w:g}s']:.4f} | {report['wer'][s]:.2f} |")
+    if "peer-as-users" in report["wer"]:
+        lines.append(f"| transformers + PEFT, decoded with `generate` at 30 s | - | - | {report['wer']['peer-as-users']:.2f} |")
+    if report["tests"]:
+        lines += ["", "| system | vs | WER diff (points) | 90 % CI | non-inferior (margin 1) |", "|---|---|---|---|---|"]
+        for t in report["tests"]:
+            lines.append(f"| {t['system']} | {t['reference']} | {t['diff']:+.2f} | "
+                         f"[{t['ci90'][0]:+.2f}, {t['ci90'][1]:+.2f}] | {'yes' if t['noninferior'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def format_table(res: dict, systems: list[str], n_train: int, n_dev: int, args, loads: list[float]) -> str:
@@ -363,10 +562,12 @@ def format_table(res: dict, systems: list[str], n_train: int, n_dev: int, args, 
         r["epoch_s"] = sum(x["seconds"] for x in r["steps"])
         r["utt_per_s"] = n_train / r["epoch_s"]
     ref = res.get("peer")
+    budgets = ", ".join(sorted({f"{res[s]['budget_s']:.1f} s" for s in systems if res[s].get("budget_s")}))
     lines = [
         f"{n_train} train / {n_dev} dev utterances, 1 epoch, device {args.device}, {args.threads} thread(s) per "
         f"system, batch {args.batch_size} (peer) / {args.batch_size} x mean duration s (asr-adapt), "
-        f"train_min_window_s {args.min_window_s}, rank {args.rank}, lr {args.lr}; "
+        f"train_min_window_s {args.min_window_s}, rank {args.rank}, lr {args.lr}; asr-adapt bucket budget "
+        f"{budgets or '-'}; "
         f"1-min load average during the run: min {min(loads):.1f}, mean {sum(loads) / len(loads):.1f}, "
         f"max {max(loads):.1f}",
         "",

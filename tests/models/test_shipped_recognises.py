@@ -3,7 +3,7 @@
 A guard against a search broken the same way in every path (batched, streaming, chunked
 live streams): then the paths still agree with each other and only the error rate shows it.
 Synthesised test-voice speech of two head locales the foundation was pretrained on; the
-bound is loose (its published head test CER is 12.5 % full / 16.1 % streaming).
+bound is loose (its published head test CER is 9.1 % full / 12.2 % streaming).
 """
 
 from __future__ import annotations
