@@ -187,6 +187,12 @@ def load_adapters(
                 add_locale(model, loc, name)
             state.update(st_load((path / rec["file"]).read_bytes()))
             loaded.add(loc)
+        # A NaN or inf adapter weight (a diverged run) would turn that locale's output into
+        # NaN; refuse it here, by name, rather than serve it.
+        bad = sorted(k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all())
+        if bad:
+            raise AdapterError(f"{path}: {name} adapters hold non-finite weights in {bad[:3]}"
+                               f"{' ...' if len(bad) > 3 else ''}; retrain or pick another checkpoint")
         load_adapter_state_dict(model, state, strict=True)
     return sorted(loaded)
 

@@ -6,25 +6,22 @@ per forward pass, and :func:`add_routed` adds each locale's delta to its rows on
 without an adapter are left untouched, so they are bit-identical to the base model.
 
 Low-rank adapters (LoRA, S2-LoRA) take :func:`add_low_rank` instead: one down-projection
-for every locale in the batch at once, a per-row gate that keeps each row's own locale's
-ranks (zero for rows without an adapter), one up-projection accumulated into the layer's
-output. Two dense GEMMs per layer, whatever the number of locales in the batch, where a loop
+for every locale in the batch at once, a per-row mask (LoRA) or gate (S2-LoRA) that keeps
+each row's own locale's ranks (zero for rows without an adapter), one up-projection
+accumulated into the layer's output. Two dense GEMMs per layer, whatever the number of locales in the batch, where a loop
 over locales costs a row gather, two GEMMs and a scatter per locale (a 4-locale decode batch
 paid 33 % over the base for that loop, bench/RESULTS.md).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable, Sequence
-from typing import TypeVar
+from collections.abc import Callable
 
 import torch
 
 from asr_adapt import routing
 from asr_adapt.adapters.locales import resolve_locale
 from asr_adapt.adapters.registry import AdapterError
-
-T = TypeVar("T")
 
 
 def plan(batch: int, keys: frozenset[str]) -> list[tuple[str, torch.Tensor | None]]:
@@ -110,57 +107,36 @@ def add_low_rank(
     y: torch.Tensor,
     x: torch.Tensor,
     batch_dim: int,
-    row_gate: torch.Tensor,
     down: torch.Tensor,
     up: torch.Tensor,
+    *,
+    row_mask: torch.Tensor | None = None,
+    row_gate: torch.Tensor | None = None,
+    scale: float = 1.0,
 ) -> torch.Tensor:
-    """``y + ((x @ down.T) * row_gate[row]) @ up.T`` per batch row (in place on ``y`` when
-    autograd is off).
+    """``y + scale * (gate(x @ down.T)) @ up.T`` per batch row (in place on ``y`` when autograd is off).
 
     y: (..., B, ..., D_out); x: (..., B, ..., D_in), batch at ``batch_dim`` in both;
-    row_gate: (B, K), each row's weights on the K low ranks (zero for rows without an
-    adapter, which then keep the base output exactly); down: (K, D_in); up: (D_out, K).
+    down: (K, D_in); up: (D_out, K). Per row, ``row_mask`` (B, K) bool keeps the row's own
+    ranks and replaces the others by exact zeros (``torch.where``, not a product: another
+    locale's overflow, inf * 0, must not reach this row), and ``row_gate`` (B, K) weights them.
+    A row whose ranks are all masked or gated to zero keeps the base output exactly.
     """
     z = (x if x.dtype == down.dtype else x.to(down.dtype)) @ down.t()
     shape = [1] * z.dim()
-    shape[batch_dim if batch_dim >= 0 else z.dim() + batch_dim] = row_gate.shape[0]
-    shape[-1] = row_gate.shape[1]
-    z = z * row_gate.reshape(shape)
+    shape[batch_dim if batch_dim >= 0 else z.dim() + batch_dim] = y.shape[batch_dim]
+    shape[-1] = z.shape[-1]
+    if row_mask is not None:
+        z = torch.where(row_mask.reshape(shape), z, z.new_zeros(()))
+    if row_gate is not None:
+        z = z * row_gate.reshape(shape)
     if not torch.is_grad_enabled() and y.dtype == up.dtype and y.is_contiguous():
         # Decoding: accumulate into the layer's fresh output with one GEMM; no full-size
         # temporary and no add pass (on the encoder's (B T, D) activations those two passes
         # cost more than the low-rank GEMMs). Under autograd the output stays untouched.
-        y.view(-1, y.shape[-1]).addmm_(z.reshape(-1, z.shape[-1]), up.t())
+        y.view(-1, y.shape[-1]).addmm_(z.reshape(-1, z.shape[-1]), up.t(), alpha=scale)
         return y
-    return y + (z @ up.t()).to(y.dtype)
-
-
-class WeightCache:
-    """Derived inference weights (concatenated pairs, gates), rebuilt when a source tensor changes.
-
-    Under autograd the derived tensors must be rebuilt each call, so gradients reach the
-    parameters; without it (decoding) they are reused while every source tensor is the same
-    storage at the same version (an optimiser step, ``load_state_dict`` or ``.to()`` each
-    changes one of the two).
-    """
-
-    max_entries = 32
-
-    def __init__(self) -> None:
-        self._entries: dict = {}
-
-    def get(self, key: Hashable, sources: Sequence[torch.Tensor], build: Callable[[], T]) -> T:
-        if torch.is_grad_enabled():
-            return build()
-        stamp = [(t.data_ptr(), t._version) for t in sources]  # a new dtype or device is new storage
-        hit = self._entries.get(key)
-        if hit is not None and hit[0] == stamp:
-            return hit[1]
-        value = build()
-        if len(self._entries) >= self.max_entries:  # many locale mixes: keep memory bounded
-            self._entries.clear()
-        self._entries[key] = (stamp, value)
-        return value
+    return y + (scale * (z @ up.t())).to(y.dtype)
 
 
 class BankMixin:

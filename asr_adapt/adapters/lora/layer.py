@@ -14,7 +14,7 @@ from torch.nn import functional as F
 from asr_adapt import routing
 from asr_adapt.adapters.lora.config import LoRAConfig
 from asr_adapt.adapters.registry import AttachContext
-from asr_adapt.adapters.routed import BankMixin, WeightCache, add_low_rank, row_slots
+from asr_adapt.adapters.routed import BankMixin, add_low_rank, row_slots
 
 
 def lora_delta(A: torch.Tensor, B: torch.Tensor, scale: float) -> torch.Tensor:
@@ -39,37 +39,36 @@ class LoRABank(BankMixin, nn.ModuleDict):
         nn.ModuleDict.__init__(self)  # every child of the bank is a locale: keep other state plain
         self.d_in, self.d_out = linear.in_features, linear.out_features
         self.cfg = cfg
-        self._weights = WeightCache()
 
     def add_locale(self, locale: str) -> None:
         self[locale] = LoRAPair(self.d_in, self.d_out, self.cfg.rank)
 
     def _stacked(self, active: tuple[str, ...]) -> tuple[torch.Tensor, torch.Tensor]:
-        """The active locales' pairs side by side: down (n r, D_in), up (D_out, n r)."""
+        """The active locales' pairs side by side: down (n r, D_in), up (D_out, n r).
+
+        Built on every call (two concatenations, microseconds): a copy kept between calls
+        would have to notice every way a parameter can change in place.
+        """
         pairs = [self[k] for k in active]
+        if len(pairs) == 1:
+            return pairs[0].A, pairs[0].B
+        return torch.cat([p.A for p in pairs]), torch.cat([p.B for p in pairs], dim=1)
 
-        def build():
-            if len(pairs) == 1:
-                return pairs[0].A, pairs[0].B
-            return torch.cat([p.A for p in pairs]), torch.cat([p.B for p in pairs], dim=1)
-
-        return self._weights.get(active, [t for p in pairs for t in (p.A, p.B)], build)
-
-    def _row_gate(self, batch: int, active: tuple[str, ...], slots: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
-        """(B, n r): ``scale`` on the ranks of each row's own locale, 0 elsewhere (and on rows
-        without an adapter). It depends only on the routing, the rank and the scale, so every
-        LoRA layer of one forward pass shares one copy."""
-        r, scale = self.cfg.rank, self.cfg.scale
+    def _row_mask(self, batch: int, active: tuple[str, ...], slots: torch.Tensor, device: torch.device) -> torch.Tensor:
+        """(B, n r) bool: each row's own locale's ranks (none for rows without an adapter).
+        It depends only on the routing and the rank, so every LoRA layer of one forward pass
+        shares one copy."""
+        r = self.cfg.rank
 
         def make(_groups) -> torch.Tensor:
-            gate = torch.zeros(batch, len(active) * r, dtype=ref.dtype)
+            mask = torch.zeros(batch, len(active) * r, dtype=torch.bool)
             for b, slot in enumerate(slots.tolist()):
                 if slot < len(active):
-                    gate[b, slot * r:(slot + 1) * r] = scale
-            return gate.to(ref.device)
+                    mask[b, slot * r:(slot + 1) * r] = True
+            return mask.to(device)
 
-        # The bank's locale set fixes the slots (row_slots' key), so it keys the gate too.
-        return routing.per_pass(batch, ("lora-gate", self.locale_keys(), r, scale, ref.dtype, ref.device), make)
+        # The bank's locale set fixes the slots (row_slots' key), so it keys the mask too.
+        return routing.per_pass(batch, ("lora-mask", self.locale_keys(), r, device), make)
 
     def hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor):
         batch = output.shape[self.batch_dim]
@@ -81,7 +80,8 @@ class LoRABank(BankMixin, nn.ModuleDict):
         x = inputs[0]
         if self.training and self.cfg.dropout > 0:
             x = F.dropout(x, self.cfg.dropout)
-        return add_low_rank(output, x, self.batch_dim, self._row_gate(batch, active, slots, down), down, up)
+        mask = self._row_mask(batch, active, slots, down.device)
+        return add_low_rank(output, x, self.batch_dim, down, up, row_mask=mask, scale=self.cfg.scale)
 
     def delta(self, locale: str) -> torch.Tensor:
         """(D_out, D_in) weight update of ``locale``."""

@@ -18,7 +18,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from asr_adapt.adapters.registry import AttachContext
-from asr_adapt.adapters.routed import BankMixin, WeightCache, add_low_rank, row_slots
+from asr_adapt.adapters.routed import BankMixin, add_low_rank, row_slots
 from asr_adapt.adapters.s2lora.config import S2LoRAConfig
 
 SHARED_ATTR = "s2lora_shared"
@@ -52,19 +52,17 @@ class S2LoRALambdas(BankMixin, nn.ParameterDict):
         # A plain (unregistered) reference: the pair is registered once, on the root model;
         # registering it here too would duplicate it in every state_dict.
         object.__setattr__(self, "pair", pair)
-        object.__setattr__(self, "_weights", WeightCache())
 
     def add_locale(self, locale: str) -> None:
         self[locale] = nn.Parameter(torch.zeros(self.cfg.rank, device=self.pair.A.device, dtype=self.pair.A.dtype))
 
     def _gate(self, active: tuple[str, ...]) -> torch.Tensor:
-        """(n + 1, r): row i is ``scale * lambda`` of active locale i, the last row 0."""
+        """(n + 1, r): row i is lambda of active locale i, the last row 0 (rows without an adapter).
+
+        Each row selects its own row (no product with another locale's numbers), so rows
+        stay independent of each other."""
         lams = [self[k] for k in active]
-
-        def build():
-            return torch.cat([torch.stack(lams) * self.cfg.scale, lams[0].new_zeros(1, self.cfg.rank)])
-
-        return self._weights.get(active, lams, build)
+        return torch.cat([torch.stack(lams), lams[0].new_zeros(1, self.cfg.rank)])
 
     def hook(self, module: nn.Module, inputs: tuple, output: torch.Tensor):
         routed = row_slots(output.shape[self.batch_dim], self.locale_keys())
@@ -75,7 +73,8 @@ class S2LoRALambdas(BankMixin, nn.ParameterDict):
         if self.training and self.cfg.dropout > 0:
             x = F.dropout(x, self.cfg.dropout)
         row_gate = self._gate(active).index_select(0, slots.to(self.pair.A.device))
-        return add_low_rank(output, x, self.batch_dim, row_gate, self.pair.A, self.pair.B)
+        return add_low_rank(output, x, self.batch_dim, self.pair.A, self.pair.B, row_gate=row_gate,
+                            scale=self.cfg.scale)
 
     def delta(self, locale: str) -> torch.Tensor:
         """(D_out, D_in) weight update of ``locale``."""
