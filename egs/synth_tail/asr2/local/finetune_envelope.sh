@@ -15,6 +15,9 @@
 #
 # The shipped transducer-synth-compact (RESULTS.md section 3d):
 #   local/finetune_envelope.sh --init exp_gpu/foundation16 --steps 600 --named-data data_named --exp exp_named
+# Its control (the same data volume and steps, numbered variants only):
+#   local/finetune_envelope.sh --init exp_gpu/foundation16 --steps 600 --named-data data_numbered \
+#     --named-engines espeak-ng --exp exp_numbered
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . ./path.sh
@@ -27,6 +30,7 @@ lr=2e-4
 data=data_voices
 exp=exp_voices
 named_data=""
+named_engines="espeak-ng espeak-ng-named"   # engines of --named-data (the control: espeak-ng alone)
 heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
 . utils/parse_options.sh
 train_dirs="$data/train"
@@ -34,7 +38,7 @@ if [ -n "$named_data" ]; then
   train_dirs="$train_dirs $named_data/train"
   if [ ! -f "$named_data/train/wav.scp" ]; then
     asr-adapt synth "$named_data" --locales $heads --utts-per-locale 30 --train-utts-per-locale 1000 \
-      --train-speakers 96 --engines espeak-ng espeak-ng-named --splits train --jobs 2 --seed 11
+      --train-speakers 96 --engines $named_engines --splits train --jobs 2 --seed 11
   fi
 fi
 train_list="[$(echo $train_dirs | sed 's/ /,/g')]"
