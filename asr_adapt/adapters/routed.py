@@ -117,9 +117,10 @@ def add_low_rank(
     """``y + scale * (gate(x @ down.T)) @ up.T`` per batch row (in place on ``y`` when autograd is off).
 
     y: (..., B, ..., D_out); x: (..., B, ..., D_in), batch at ``batch_dim`` in both;
-    down: (K, D_in); up: (D_out, K). Per row, ``row_mask`` (B, K) bool keeps the row's own
-    ranks and replaces the others by exact zeros (``torch.where``, not a product: another
-    locale's overflow, inf * 0, must not reach this row), and ``row_gate`` (B, K) weights them.
+    down: (K, D_in); up: (D_out, K). Per row, ``row_mask`` (B, K) bool is True on the ranks
+    that are not the row's own, which are overwritten with exact zeros (a fill, not a
+    product: another locale's overflow, inf * 0, must not reach this row), and ``row_gate``
+    (B, K) weights the ranks.
     A row whose ranks are all masked or gated to zero keeps the base output exactly.
     """
     z = (x if x.dtype == down.dtype else x.to(down.dtype)) @ down.t()
@@ -127,7 +128,7 @@ def add_low_rank(
     shape[batch_dim if batch_dim >= 0 else z.dim() + batch_dim] = y.shape[batch_dim]
     shape[-1] = z.shape[-1]
     if row_mask is not None:
-        z = torch.where(row_mask.reshape(shape), z, z.new_zeros(()))
+        z = z.masked_fill_(row_mask.reshape(shape), 0.0)  # z is fresh: no copy
     if row_gate is not None:
         z = z * row_gate.reshape(shape)
     if not torch.is_grad_enabled() and y.dtype == up.dtype and y.is_contiguous():

@@ -55,17 +55,17 @@ class LoRABank(BankMixin, nn.ModuleDict):
         return torch.cat([p.A for p in pairs]), torch.cat([p.B for p in pairs], dim=1)
 
     def _row_mask(self, batch: int, active: tuple[str, ...], slots: torch.Tensor, device: torch.device) -> torch.Tensor:
-        """(B, n r) bool: each row's own locale's ranks (none for rows without an adapter).
-        It depends only on the routing and the rank, so every LoRA layer of one forward pass
-        shares one copy."""
+        """(B, n r) bool: True on the ranks that are not the row's own locale's (all of them
+        for rows without an adapter). It depends only on the routing and the rank, so every
+        LoRA layer of one forward pass shares one copy."""
         r = self.cfg.rank
 
         def make(_groups) -> torch.Tensor:
-            mask = torch.zeros(batch, len(active) * r, dtype=torch.bool)
+            other = torch.ones(batch, len(active) * r, dtype=torch.bool)
             for b, slot in enumerate(slots.tolist()):
                 if slot < len(active):
-                    mask[b, slot * r:(slot + 1) * r] = True
-            return mask.to(device)
+                    other[b, slot * r:(slot + 1) * r] = False
+            return other.to(device)
 
         # The bank's locale set fixes the slots (row_slots' key), so it keys the mask too.
         return routing.per_pass(batch, ("lora-mask", self.locale_keys(), r, device), make)
