@@ -37,6 +37,7 @@ tail_locales="el-GR uk-UA cs-CZ"                     # Greek is unseen in pretra
 utts_per_locale=30      # dev/test/unlabelled utterances per locale
 train_utts=1000         # train utterances per head locale
 train_speakers=""       # speakers per locale in train (default 4, as dev/test; the GPU recipe uses 32)
+engines=""              # synthesis engines (default espeak-ng; "espeak-ng espeak-ng-named" adds the named voice variants to train)
 tail_fraction=0.3       # tail locales' train size: train_utts x tail_fraction
 pretrain_steps=4000     # upper bound; --max-time usually ends pretraining first
 pretrain_warmup=300
@@ -92,7 +93,7 @@ if should_run 0 && need_run "$data/.synth.done"; then
   log "stage 0: synthesise $utts_per_locale dev/test/unlabelled and $train_utts train utterances per locale"
   asr-adapt synth "$data" --locales $all_locales --utts-per-locale "$utts_per_locale" \
     --train-utts-per-locale "$train_utts" --tail-fraction "$tail_fraction" --seed "$seed" --jobs "$nj" \
-    ${train_speakers:+--train-speakers "$train_speakers"} --overwrite
+    ${train_speakers:+--train-speakers "$train_speakers"} ${engines:+--engines $engines} --overwrite
   touch "$data/.synth.done"
 fi
 

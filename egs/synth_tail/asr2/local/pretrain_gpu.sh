@@ -13,7 +13,8 @@
 #      the GPU and write the CER table.
 #
 # Usage (from egs/synth_tail/asr2):
-#   local/pretrain_gpu.sh [--budget 390 | --steps 3000] [--envelope 1.5] [--nj 16] [--exp exp_gpu]
+#   local/pretrain_gpu.sh [--budget 390 | --steps 3000] [--envelope 1.5] [--engines "espeak-ng espeak-ng-named"]
+#                         [--nj 16] [--exp exp_gpu]
 # --steps fixes the step count (and the LR schedule) instead of fitting it to a wall-clock budget:
 # the same command then trains the same schedule on any GPU (what a reproduction needs).
 # --envelope A trains with the random spectral-envelope augmentation from step 0 (amplitude A).
@@ -30,6 +31,7 @@ decode_only=false   # true: only decode + score an exported $exp/foundation (e.g
 nj=16               # synthesis processes
 train_utts=6000
 train_speakers=32
+engines=espeak-ng   # "espeak-ng espeak-ng-named": half the training speakers are named variants (section 3d)
 batch_seconds=240
 val_every=500
 full_context=600   # full-context steps before dynamic chunks (of ~2-4k on one GPU)
@@ -51,7 +53,7 @@ phase() {  # phase NAME CMD...: run and record its wall seconds
 
 if [ "$decode_only" != true ]; then
 phase synthesis ./run.sh --pretrain true --stage 0 --stop-stage 0 --data "$data" --exp "$exp" --nj "$nj" \
-  --train-utts "$train_utts" --train-speakers "$train_speakers"
+  --train-utts "$train_utts" --train-speakers "$train_speakers" --engines "$engines"
 phase tokenizer_init ./run.sh --pretrain true --stage 1 --stop-stage 2 --data "$data" --exp "$exp"
 if [ -n "$steps" ]; then pace=(--pretrain-steps "$steps"); else pace=(--pretrain-steps 1000000 --pretrain-budget "$budget"); fi
 aug=""
