@@ -141,4 +141,3 @@ def per_pass(batch_size: int, key: Hashable, make: Callable[[dict[str | None, to
     except KeyError:
         value = rows.memo[key] = make(g)
         return value
-

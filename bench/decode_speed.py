@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from engine_speed import CT2Engine, FasterWhisperBatched, FasterWhisperSequential
+from engine_speed import Context, CT2Engine, FasterWhisperBatched, FasterWhisperSequential, make_batches
 from speed_common import build_ct2_dir, normalise, synthesize
 
 from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
@@ -67,8 +67,6 @@ def run_asr_adapt(items, wavs, device, batch_size, compute_type="float32", **ove
 
 def run_engine_system(system, items, wavs, threads, work, batch_size) -> tuple[list[str], float]:
     """One of ``bench/engine_speed.py``'s systems (CT2 engine, faster-whisper as users run it), one run."""
-    from engine_speed import Context, make_batches
-
     from asr_adapt.models.whisper import load_whisper_tokenizer
 
     ct2_dir = build_ct2_dir(work)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import sys
 import time
@@ -95,6 +94,12 @@ class Batch:
     feats: np.ndarray
     prompts: list[list[int]]
     cap: int
+
+
+def clips_of(batches: list[Batch]) -> list[int]:
+    """The clips ``batches`` hold, in index order: systems that batch clips their own way (as
+    their users run them) decode these, so a one-batch warm-up stays one batch."""
+    return sorted(i for b in batches for i in b.rows)
 
 
 def token_cap(duration_s: float) -> int:
@@ -228,9 +233,9 @@ class AsrAdaptUser:
 
         opts = decoding_options(self.bb)
         out = Output([""] * n)
-        order = sorted(range(n), key=lambda i: -len(self.wavs[i]))
+        order = sorted(clips_of(batches), key=lambda i: -len(self.wavs[i]))
         with torch.inference_mode():
-            for s in range(0, n, self.batch_size):
+            for s in range(0, len(order), self.batch_size):
                 rows = order[s : s + self.batch_size]
                 hyps = transcribe_batch(self.bb, [self.wavs[i] for i in rows], [self.items[i]["lang"] for i in rows],
                                         opts, route=None)
@@ -263,7 +268,7 @@ class FasterWhisperSequential:
 
     def run(self, batches: list[Batch], n: int) -> Output:
         out = Output([""] * n)
-        for i in range(n):
+        for i in clips_of(batches):
             cap = token_cap(len(self.wavs[i]) / 16000)
             # Prompt with timestamps on: <|sot|><|lang|><|transcribe|> (3 tokens).
             segments, _ = self.model.transcribe(self.wavs[i], language=self.items[i]["lang"], beam_size=1,
@@ -293,8 +298,9 @@ class FasterWhisperBatched:
 
     def run(self, batches: list[Batch], n: int) -> Output:
         out = Output([""] * n)
+        todo = clips_of(batches)
         for lang in sorted({it["lang"] for it in self.items}):
-            idx = sorted((i for i in range(n) if self.items[i]["lang"] == lang), key=lambda i: -len(self.wavs[i]))
+            idx = sorted((i for i in todo if self.items[i]["lang"] == lang), key=lambda i: -len(self.wavs[i]))
             for s in range(0, len(idx), self.batch_size):
                 rows = idx[s : s + self.batch_size]
                 starts = np.cumsum([0] + [len(self.wavs[i]) for i in rows])
@@ -329,16 +335,14 @@ def machine() -> dict:
     import faster_whisper
     import torch
 
-    info = {"cpu": platform.processor(), "cores": os.cpu_count(), "torch": torch.__version__,
+    from asr_adapt.models.whisper_compute import _cpu_flags  # the engine's own reader of /proc/cpuinfo
+
+    info = {"cpu": cpu_model(), "cores": os.cpu_count(), "torch": torch.__version__,
             "ctranslate2": ctranslate2.__version__, "faster_whisper": faster_whisper.__version__}
-    try:
-        lines = Path("/proc/cpuinfo").read_text().splitlines()
-        info["cpu"] = cpu_model()
-        flags = set(next(ln.split(":", 1)[1].split() for ln in lines if ln.startswith("flags")))
+    flags = _cpu_flags()
+    if flags:
         info["flags"] = sorted(flags & {"avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16",
                                         "amx_int8", "amx_tile"})
-    except (OSError, StopIteration):
-        pass
     return info
 
 

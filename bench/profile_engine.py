@@ -39,13 +39,13 @@ def main(argv=None) -> int:
     import statistics
 
     import torch
-    from engine_speed import ENGINE_OPTIONS, LOCALES, SEEDS, make_batches
+    from engine_speed import ENGINE_OPTIONS, LOCALES, SEEDS, load_whisper_base, make_batches
     from speed_common import build_ct2_dir, synthesize
 
     from asr_adapt.data.audio import load_audio
     from asr_adapt.decoding import whisper_search
     from asr_adapt.decoding.options import DecodingOptions
-    from asr_adapt.models.whisper import WhisperBackbone, load_whisper_tokenizer
+    from asr_adapt.models.whisper import load_whisper_tokenizer
     from asr_adapt.routing import Route
 
     torch.set_num_threads(args.threads)
@@ -56,8 +56,7 @@ def main(argv=None) -> int:
     tok = load_whisper_tokenizer(ct2_dir)
     batch = make_batches(items, wavs, args.batch_size, tok)[0]
     feats = torch.from_numpy(batch.feats)
-    bb = WhisperBackbone.from_pretrained("whisper-base")
-    bb.set_compute_type(args.compute_type)
+    bb = load_whisper_base(args.compute_type)
     if args.hf_cache:
         whisper_search.search_cache = lambda backbone, n, max_len: backbone.new_cache()
     opts = DecodingOptions(**ENGINE_OPTIONS)
@@ -96,8 +95,6 @@ def main(argv=None) -> int:
             enc = bb.encode(feats)
     enc_ops = prof.key_averages()
     enc_cpu = sum(e.self_cpu_time_total for e in enc_ops) / 1e6
-    with torch.inference_mode():
-        enc = bb.encode(feats)
     with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
         t0 = time.perf_counter()
         with torch.inference_mode():

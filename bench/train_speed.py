@@ -149,13 +149,33 @@ class Ours:
         self.bb.train(on)
 
     def dev_loss_sum(self, wavs, texts, langs) -> tuple[float, int]:
-        """(sum of token CE, number of target tokens) for one dev batch."""
-        from asr_adapt import routing
+        return backbone_loss_sum(self.bb, self.route, wavs, texts, langs)
 
-        _, labels = self.bb.teacher_forcing(texts, langs)
-        n = int((labels != -100).sum())
-        with routing.use(self.route(langs)):
-            return float(self.bb.compute_loss(wavs, texts, langs)) * n, n
+
+def backbone_loss_sum(bb, route, wavs, texts, langs) -> tuple[float, int]:
+    """(sum of token CE, number of target tokens) of an asr-adapt backbone on one dev batch,
+    at its ``train_min_window_s``; ``route(langs)`` gives each row's adapter."""
+    from asr_adapt import routing
+
+    _, labels = bb.teacher_forcing(texts, langs)
+    n = int((labels != -100).sum())
+    with routing.use(route(langs)):
+        return float(bb.compute_loss(wavs, texts, langs)) * n, n
+
+
+def dev_batches(dev: list[dict], batch_size: int) -> list[list[int]]:
+    """Dev utterance indices, sorted by duration, in batches (the same for every system)."""
+    order = sorted(range(len(dev)), key=lambda i: dev[i]["duration"])
+    return [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+
+
+def dev_loss(loss_sum, dev: list[dict], dw: list, batch_size: int) -> tuple[float, int]:
+    """(mean token CE, tokens) over the dev set; ``loss_sum(wavs, texts, langs)`` -> (sum, n)."""
+    tot, ntok = 0.0, 0
+    for idx in dev_batches(dev, batch_size):
+        ce, n = loss_sum([dw[i] for i in idx], [dev[i]["text"] for i in idx], [dev[i]["lang"] for i in idx])
+        tot, ntok = tot + ce, ntok + n
+    return tot / ntok, ntok
 
 
 def budget_for_updates(batches, start: float, n_updates: int) -> tuple[float, list[list[int]]]:
@@ -279,33 +299,22 @@ def evaluate(bb, route, dev: list[dict], dw: list, opts: dict) -> dict:
     all through asr-adapt's code (the same for every system)."""
     import torch
 
-    from asr_adapt import routing
     from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
 
     bb.eval()
-    order = sorted(range(len(dev)), key=lambda i: dev[i]["duration"])
     bs = opts["batch_size"]
     out: dict = {"dev_loss": {}}
     keep = bb.train_min_window_s
     for window in sorted({30.0, float(opts["min_window_s"])}):
         bb.train_min_window_s = window
-        tot, ntok = 0.0, 0
         with torch.no_grad():
-            for s in range(0, len(order), bs):
-                idx = order[s : s + bs]
-                texts, langs = [dev[i]["text"] for i in idx], [dev[i]["lang"] for i in idx]
-                _, labels = bb.teacher_forcing(texts, langs)
-                n = int((labels != -100).sum())
-                with routing.use(route(langs)):
-                    tot += float(bb.compute_loss([dw[i] for i in idx], texts, langs)) * n
-                ntok += n
-        out["dev_loss"][f"{window:g}s"] = tot / ntok
+            loss, _ = dev_loss(lambda w, t, la: backbone_loss_sum(bb, route, w, t, la), dev, dw, bs)
+        out["dev_loss"][f"{window:g}s"] = loss
     bb.train_min_window_s = keep
     opts_dec = decoding_options(bb, min_window_s=float(opts["min_window_s"]))
     hyps: dict[str, str] = {}
     t0 = time.perf_counter()
-    for s in range(0, len(order), bs):
-        idx = order[s : s + bs]
+    for idx in dev_batches(dev, bs):
         langs = [dev[i]["lang"] for i in idx]
         res = transcribe_batch(bb, [dw[i] for i in idx], langs, opts_dec, route=route(langs))
         hyps.update({dev[i]["id"]: h.text for i, h in zip(idx, res)})
@@ -385,17 +394,10 @@ def worker(conn, system: str, opts: dict, train: list[dict], dev: list[dict], lo
             conn.send({"seconds": time.perf_counter() - t0, "loss": float(loss.detach()), "n": len(idx)})
         elif cmd[0] == "dev":
             sysobj.train_mode(False)
-            order = sorted(range(len(dev)), key=lambda i: dev[i]["duration"])
-            bs = opts["batch_size"]
-            tot, ntok = 0.0, 0
             t0 = time.perf_counter()
             with torch.no_grad(), autocast():
-                for s in range(0, len(order), bs):
-                    idx = order[s : s + bs]
-                    ce, n = sysobj.dev_loss_sum([dw[i] for i in idx], [dev[i]["text"] for i in idx],
-                                                [dev[i]["lang"] for i in idx])
-                    tot, ntok = tot + ce, ntok + n
-            conn.send({"dev_loss": tot / ntok, "tokens": ntok, "seconds": time.perf_counter() - t0})
+                loss, ntok = dev_loss(sysobj.dev_loss_sum, dev, dw, opts["batch_size"])
+            conn.send({"dev_loss": loss, "tokens": ntok, "seconds": time.perf_counter() - t0})
         elif cmd[0] == "eval":
             if system == "peer":
                 res = evaluate(peer_to_ours(sysobj.model, opts), lambda langs: [SHARED_LOCALE] * len(langs), dev, dw, opts)

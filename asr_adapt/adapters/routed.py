@@ -8,9 +8,9 @@ without an adapter are left untouched, so they are bit-identical to the base mod
 Low-rank adapters (LoRA, S2-LoRA) take :func:`add_low_rank` instead: one down-projection
 for every locale in the batch at once, a per-row mask (LoRA) or gate (S2-LoRA) that keeps
 each row's own locale's ranks (zero for rows without an adapter), one up-projection
-accumulated into the layer's output. Two dense GEMMs per layer, whatever the number of locales in the batch, where a loop
-over locales costs a row gather, two GEMMs and a scatter per locale (a 4-locale decode batch
-paid 33 % over the base for that loop, bench/RESULTS.md).
+accumulated into the layer's output. Two dense GEMMs per layer, whatever the number of
+locales in the batch, where a loop over locales costs a row gather, two GEMMs and a scatter
+per locale (a 4-locale decode batch paid 33 % over the base for that loop, bench/RESULTS.md).
 """
 
 from __future__ import annotations
@@ -91,8 +91,8 @@ def row_slots(batch: int, keys: frozenset[str]) -> tuple[tuple[str, ...], torch.
 
     None when no row has an adapter (or routing is inactive). Once per forward pass.
     """
-    def make(g: dict) -> tuple[tuple[str, ...], torch.Tensor] | None:
-        steps = _plan(batch, keys, g)
+    def make(_groups: dict) -> tuple[tuple[str, ...], torch.Tensor] | None:
+        steps = plan(batch, keys)
         if not steps:
             return None
         slots = torch.full((batch,), len(steps), dtype=torch.long)

@@ -148,9 +148,10 @@ class EspeakNg:
         return resample_poly(wav, 320, 441).astype(np.float32)
 
 
-# espeak-ng's named variants (espeak-ng-data/voices/!v) that sound like a person speaking.
-# (Names without spaces, so they fit a Kaldi speaker id.) Left out: the numbered m1-m8/f1-f5 (the ``espeak-ng`` engine's train and held-out voices),
-# whispered voices (no voicing at all) and the deliberately robotic or distorted effects.
+# espeak-ng's named variants (espeak-ng-data/voices/!v) that sound like a person speaking,
+# with names free of spaces (they go into Kaldi speaker ids). Left out: the numbered
+# m1-m8/f1-f5 (the ``espeak-ng`` engine's train and held-out voices), whispered voices (no
+# voicing at all) and the deliberately robotic or distorted effects.
 NAMED_VARIANTS = (
     "Alex", "Alicia", "Andrea", "Andy", "Annie", "AnxiousAndy", "Denis", "Diogo", "Gene", "Gene2",
     "Henrique", "Hugo", "Jacky", "Lee", "Marco", "Mario", "Michael", "Mike", "Nguyen",
@@ -170,22 +171,21 @@ class EspeakNgNamed(EspeakNg):
     def voices(self, locale: str, split: str) -> tuple[str, ...]:
         if locale not in LOCALES or split not in ("train", "unlabelled"):
             return ()
-        return tuple(v for v in NAMED_VARIANTS if _espeak_variant_installed(v))
-
-
-def _espeak_variant_installed(name: str) -> bool:
-    data = _espeak_data_dir()
-    return data is not None and (data / "voices" / "!v" / name).is_file()
+        return _installed_named_variants()
 
 
 @functools.cache
-def _espeak_data_dir() -> Path | None:
-    """espeak-ng's data directory, as the program itself reports it (``Data at: DIR``)."""
+def _installed_named_variants() -> tuple[str, ...]:
+    """The :data:`NAMED_VARIANTS` this machine's espeak-ng has (its data directory, as the
+    program itself reports it: ``Data at: DIR``)."""
     if not shutil.which("espeak-ng"):
-        return None
+        return ()
     out = subprocess.run(["espeak-ng", "--version"], capture_output=True, text=True).stdout
     _, sep, tail = out.partition("Data at:")
-    return Path(tail.strip()) if sep else None
+    if not sep:
+        return ()
+    variants = Path(tail.strip()) / "voices" / "!v"
+    return tuple(v for v in NAMED_VARIANTS if (variants / v).is_file())
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,7 @@ import torch
 from asr_adapt import routing
 from asr_adapt.decoding.options import DecodingOptions
 from asr_adapt.decoding.repetition import cut_loop, tail_loop
-from asr_adapt.models.whisper_step import gather_rows, reorder_beams, search_cache
+from asr_adapt.models.whisper_step import reorder_beams, search_cache
 from asr_adapt.registry import Registry
 
 
@@ -119,7 +119,7 @@ def greedy_search(backbone, enc: torch.Tensor, prompts: torch.Tensor, caps: Sequ
         if len(keep) <= COMPACT_AT * len(rows):
             # Finished rows leave the batch: cache, encoder states and route together.
             idx = torch.tensor(keep, device=enc.device)
-            gather_rows(cache, idx)
+            cache.batch_select_indices(idx)  # StaticKV and Hugging Face's cache both have it
             enc, route = enc[idx], route.select(keep)
             rows = [rows[j] for j in keep]
             best = best[idx]

@@ -237,8 +237,7 @@ class WhisperBackbone(Backbone):
         linears = self.injection_points().linears
         kept: list[str] = []
         n_base = 0
-        for stack in ("encoder", "decoder"):
-            make = ctype.converter(stack)
+        for stack, make in (("encoder", ctype.encoder), ("decoder", ctype.decoder)):
             if make is None:
                 continue
             base = [n for group, names in linears.items() if group.split(".")[0] == stack for n in names]
@@ -246,8 +245,9 @@ class WhisperBackbone(Backbone):
             convert, keep = convertible(self, base)
             fused = fuse_self_attention(self, convert, make) if stack == "decoder" and ctype.fuse_self_attention else {}
             replace_modules(self, convert, make)
-            self.fused_qkv = {i: (m, tuple(getattr(self.decoder.layers[i].self_attn, f"{p}_proj") for p in "qkv"))
-                              for i, m in fused.items()}
+            if stack == "decoder":
+                self.fused_qkv = {i: (m, tuple(getattr(self.decoder.layers[i].self_attn, f"{p}_proj") for p in "qkv"))
+                                  for i, m in fused.items()}
             kept += keep
             n_base += len(base)
         # proj_out sits on the HF wrapper too (the backbone only shares it): keep them one module.

@@ -72,10 +72,6 @@ class ComputeType:
         if reason is not None:
             raise ValueError(f"compute type {self.name!r}: {reason}")
 
-    def converter(self, stack: str) -> Callable[[nn.Linear], nn.Module] | None:
-        """The replacement for ``stack``'s (``"encoder"`` or ``"decoder"``) linear layers."""
-        return {"encoder": self.encoder, "decoder": self.decoder}[stack]
-
 
 COMPUTE_TYPES: Registry[ComputeType] = Registry("compute type")
 """name -> :class:`ComputeType`; ``asr-adapt decode --compute-type`` accepts these names."""

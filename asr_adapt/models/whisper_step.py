@@ -56,17 +56,14 @@ class StaticKV:
     def capacity(self) -> int:
         return self.self_k[0].shape[2]
 
-    def _gather_self(self, idx: torch.Tensor) -> None:
+    def reorder_self(self, idx: torch.Tensor) -> None:
+        """Self-attention K/V of rows ``idx`` (any order, repeats allowed): beams follow their parents."""
         n = self.length
         for bufs in (self.self_k, self.self_v):
             for i, buf in enumerate(bufs):
                 new = buf.new_empty((len(idx), *buf.shape[1:]))
                 new[:, :, :n] = buf[idx, :, :n]
                 bufs[i] = new
-
-    def reorder_self(self, idx: torch.Tensor) -> None:
-        """Self-attention K/V of rows ``idx`` (any order, repeats allowed): beams follow their parents."""
-        self._gather_self(idx)
 
     def select_cross(self, idx: torch.Tensor) -> None:
         """Cross-attention K/V of rows ``idx``."""
@@ -75,7 +72,7 @@ class StaticKV:
 
     def batch_select_indices(self, idx: torch.Tensor) -> None:
         """Keep rows ``idx`` of everything (the name and meaning of Hugging Face's cache method)."""
-        self._gather_self(idx)
+        self.reorder_self(idx)
         self.select_cross(idx)
 
     def batch_repeat_interleave(self, k: int) -> None:
@@ -229,11 +226,6 @@ def search_cache(backbone, batch: int, max_len: int):
     if supported(backbone):
         return new_cache(backbone, batch, max_len)
     return backbone.new_cache()
-
-
-def gather_rows(cache, idx: torch.Tensor) -> None:
-    """Keep rows ``idx`` of either cache type."""
-    cache.batch_select_indices(idx)
 
 
 def reorder_beams(cache, idx: torch.Tensor, rows: Sequence[int] | None) -> None:

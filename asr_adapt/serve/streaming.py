@@ -158,8 +158,9 @@ class LiveSession:
         return STREAM_FAMILIES.get(self.family).join(self._words, self.locale)
 
     def _final(self, words: list[dict], now: float) -> None:
-        self._words += [w["word"] for w in words]
-        text = STREAM_FAMILIES.get(self.family).join([w["word"] for w in words], self.locale)
+        units = [w["word"] for w in words]
+        self._words += units
+        text = STREAM_FAMILIES.get(self.family).join(units, self.locale)
         self.emit({"type": "final", "words": words, "text": text, "audio_s": round(now, 3)})
 
     def _partial(self, text: str, now: float) -> None:

@@ -54,7 +54,8 @@ class LoRABank(BankMixin, nn.ModuleDict):
             return pairs[0].A, pairs[0].B
         return torch.cat([p.A for p in pairs]), torch.cat([p.B for p in pairs], dim=1)
 
-    def _row_mask(self, batch: int, active: tuple[str, ...], slots: torch.Tensor, device: torch.device) -> torch.Tensor:
+    def _row_mask(self, batch: int, active: tuple[str, ...], slots: torch.Tensor,
+                  device: torch.device) -> torch.Tensor:
         """(B, n r) bool: True on the ranks that are not the row's own locale's (all of them
         for rows without an adapter). It depends only on the routing and the rank, so every
         LoRA layer of one forward pass shares one copy."""
