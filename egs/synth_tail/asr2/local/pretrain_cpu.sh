@@ -1,0 +1,77 @@
+#!/usr/bin/env bash
+# Pretrain the streaming transducer foundation from nothing on this CPU, in a wall-clock budget,
+# with the two levers that closed the voice gap on the GPU side (RESULTS.md sections 3a, 3d)
+# from step 0: more and more varied training voices, and the spectral-envelope augmentation.
+#
+#   1. the corpus of run.sh stage 0 (1,000 train utterances from 4 voices per head locale;
+#      dev/test with held-out voices) plus two more training sets of 1,000 utterances per head
+#      locale each, fresh text: 32 numbered voices (seed 7) and 96 voices half of which are
+#      espeak-ng's named variants (seed 11); the same sets local/finetune_envelope.sh uses;
+#   2. character tokenizer and `compact` initialisation (run.sh stages 1-2);
+#   3. pretraining on the three training sets (18,000 head utterances, 12.9 h) with their
+#      features cached once, the envelope augmentation, and a wall-clock budget (--time-budget:
+#      the step count and the cosine decay are fitted to it from the measured step time);
+#   4. export of the best checkpoint (stage 6), test decode in both modes, CER tables.
+#
+# Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
+#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--exp exp_cpu_var]
+# Phase wall times go to $exp/timings.tsv.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. ./path.sh
+
+budget=6900        # seconds of pretraining (training + validation)
+envelope=1.5       # spectral-envelope augmentation amplitude (log-mel nats); empty: none
+nj=1               # synthesis processes
+data=data
+voices_data=data_voices
+named_data=data_named
+exp=exp_cpu_var
+heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
+. utils/parse_options.sh
+mkdir -p "$exp"
+timings="$exp/timings.tsv"
+phase() {  # phase NAME CMD...: run and record its wall seconds
+  local name=$1 t0=$SECONDS
+  shift
+  "$@"
+  printf '%s\t%d\n' "$name" $((SECONDS - t0)) | tee -a "$timings"
+}
+synth_extra() {  # synth_extra DIR SEED SPEAKERS ENGINES...: 1,000 more train utterances per head locale
+  local dir=$1 seed=$2 speakers=$3
+  shift 3
+  [ -f "$dir/train/wav.scp" ] && return 0
+  # shellcheck disable=SC2086
+  asr-adapt synth "$dir" --locales $heads --utts-per-locale 30 --train-utts-per-locale 1000 \
+    --train-speakers "$speakers" --engines "$@" --splits train --jobs "$nj" --seed "$seed"
+}
+
+phase synthesis_base ./run.sh --pretrain true --stage 0 --stop-stage 0 --data "$data" --exp "$exp" --nj "$nj"
+phase synthesis_voices synth_extra "$voices_data" 7 32 espeak-ng
+phase synthesis_named synth_extra "$named_data" 11 96 espeak-ng espeak-ng-named
+phase tokenizer_init ./run.sh --pretrain true --stage 1 --stop-stage 2 --data "$data" --exp "$exp"
+aug=""
+[ -n "$envelope" ] && aug="--model.init_args.feature_augment {\"spectral_envelope\":$envelope}"
+phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$data" --exp "$exp" \
+  --pretrain-steps 1000000 --pretrain-budget "$budget" \
+  --pretrain-args "--data.train [$data/train,$voices_data/train,$named_data/train] --data.feature_cache true --data.num_workers 0 $aug"
+phase export ./run.sh --pretrain true --stage 6 --stop-stage 6 --data "$data" --exp "$exp"
+
+decode_scored() {  # decode_scored SPLIT MODE NAME SCOREDIR
+  local args="--mode full"
+  [ "$2" = streaming ] && args="--mode streaming --chunk-ms 320"
+  # shellcheck disable=SC2086
+  asr-adapt decode "$data/$1" -o "$exp/foundation_$1_$2" --backbone transducer --model "$exp/foundation" \
+    $args --no-progress
+  asr-adapt score "$data/$1" "$exp/foundation_$1_$2" --name "$3" -o "$4" --no-plots > /dev/null
+}
+decode_all() {
+  decode_scored test full foundation-full "$exp/foundation_score"
+  decode_scored test streaming foundation-streaming "$exp/foundation_score"
+  decode_scored dev full foundation-dev-full "$exp/foundation_dev_score"
+}
+phase decode decode_all
+python3 local/cer_table.py "$exp/foundation_score" --systems foundation-full foundation-streaming | tee "$exp/foundation_score/cer-table.md"
+python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full | tee "$exp/foundation_dev_score/cer-table.md"
+python3 local/voice_cer.py "$data/test" "$exp/foundation_test_full" "$exp/foundation_test_streaming"
+cat "$timings"
