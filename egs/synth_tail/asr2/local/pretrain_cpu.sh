@@ -57,21 +57,6 @@ phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$dat
   --pretrain-args "--data.train [$data/train,$voices_data/train,$named_data/train] --data.feature_cache true --data.num_workers 0 $aug"
 phase export ./run.sh --pretrain true --stage 6 --stop-stage 6 --data "$data" --exp "$exp"
 
-decode_scored() {  # decode_scored SPLIT MODE NAME SCOREDIR
-  local args="--mode full"
-  [ "$2" = streaming ] && args="--mode streaming --chunk-ms 320"
-  # shellcheck disable=SC2086
-  asr-adapt decode "$data/$1" -o "$exp/foundation_$1_$2" --backbone transducer --model "$exp/foundation" \
-    $args --no-progress
-  asr-adapt score "$data/$1" "$exp/foundation_$1_$2" --name "$3" -o "$4" --no-plots > /dev/null
-}
-decode_all() {
-  decode_scored test full foundation-full "$exp/foundation_score"
-  decode_scored test streaming foundation-streaming "$exp/foundation_score"
-  decode_scored dev full foundation-dev-full "$exp/foundation_dev_score"
-}
-phase decode decode_all
-python3 local/cer_table.py "$exp/foundation_score" --systems foundation-full foundation-streaming | tee "$exp/foundation_score/cer-table.md"
-python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full | tee "$exp/foundation_dev_score/cer-table.md"
+# Test (both modes) and dev decodes, CER tables and timings: the GPU recipe's decode step, on the CPU.
+local/pretrain_gpu.sh --decode-only true --device cpu --data "$data" --exp "$exp"
 python3 local/voice_cer.py "$data/test" "$exp/foundation_test_full" "$exp/foundation_test_streaming"
-cat "$timings"
