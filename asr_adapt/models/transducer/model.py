@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torchaudio
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import nn
@@ -33,6 +32,7 @@ from asr_adapt.models.transducer.cascade import CascadedEncoder, EncoderOutput, 
 from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
 from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
 from asr_adapt.models.transducer.joiner import Joiner
+from asr_adapt.models.transducer.loss import lattice_rnnt_loss
 from asr_adapt.models.transducer.predictor import StatelessPredictor
 from asr_adapt.models.transducer.shipped import SHIPPED, resolve_transducer
 from asr_adapt.models.transducer.tokenizer import Tokenizer, load_tokenizer
@@ -137,11 +137,8 @@ class TransducerBackbone(Backbone):
         blank = self.predictor.start_context(targets.shape[0], targets.device)[:, :1]
         dec_p = self.joiner.project_decoder(self.predictor(torch.cat([blank, targets], dim=1)))  # (B, U+1, J)
         enc_p = self.joiner.project_encoder(enc, pass_name)  # (B, T, J)
-        logits = self.joiner(enc_p[:, :, None], dec_p[:, None]).float()  # (B, T, U+1, V)
-        return torchaudio.functional.rnnt_loss(
-            logits, targets.int(), lengths.int(), target_lengths.int(), blank=0, reduction="mean",
-            fused_log_softmax=True,
-        )
+        logits = self.joiner(enc_p[:, :, None], dec_p[:, None])  # (B, T, U+1, V)
+        return lattice_rnnt_loss(logits, targets, lengths, target_lengths)
 
     def ctc_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
         """enc: (B, T, D) -> CTC loss of the pass's head, summed per utterance, mean over the batch."""

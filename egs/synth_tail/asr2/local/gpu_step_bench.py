@@ -1,6 +1,9 @@
 #!/usr/bin/env python
 """Is a pretraining step GPU-bound? Steps/s, audio seconds/s and GPU utilisation per batch size.
 
+With ``--device cpu`` it times the same step on the CPU (no utilisation column): fp32 against
+bf16 autocast, which runs the matrix products on AMX/AVX-512-BF16 units where the CPU has them.
+
 Runs the pretraining step of ``pretrain_gpu.sh`` (feature-bank gather, both passes' transducer
 and CTC losses, backward, clip, AdamW) outside Lightning on a bank of random features and
 character targets with the corpus's length distribution (1.5-6 s, 14 characters/s), so it
@@ -39,6 +42,7 @@ def main(argv=None) -> int:
     p.add_argument("--steps", type=int, default=40, help="timed steps per window")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON lines of results")
+    p.add_argument("--device", default="cuda", help="cuda or cpu")
     args = p.parse_args(argv)
 
     from asr_adapt.data.sampling import BucketingConfig, DurationBucketingBatchSampler
@@ -46,7 +50,12 @@ def main(argv=None) -> int:
     from asr_adapt.training.feature_bank import FeatureBank
     from asr_adapt.training.module import decay_groups
 
-    device = torch.device("cuda")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
     model = TransducerBackbone.from_pretrained(args.model, device=device).train()
     g = torch.Generator().manual_seed(0)
     durs = (1.5 + 4.5 * torch.rand(args.utts, generator=g)).tolist()
@@ -64,7 +73,7 @@ def main(argv=None) -> int:
             def step(batches=batches, precision=precision) -> float:
                 idx = torch.tensor(next(batches)) % args.utts
                 b = bank.gather(idx)
-                with torch.autocast("cuda", dtype=torch.bfloat16, enabled=precision == "bf16"):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
                     loss = model.loss_terms_from_features(b.feats, b.flens, None, [None] * len(idx),
                                                           targets=(b.targets, b.tlens))["loss"]
                 opt.zero_grad(set_to_none=True)
@@ -73,32 +82,35 @@ def main(argv=None) -> int:
                 opt.step()
                 return float(b.flens.sum()) / 100.0
 
-            for _ in range(10):  # warm-up: allocator, cuDNN/cuBLAS heuristics
+            for _ in range(10 if cuda else 2):  # warm-up: allocator, cuDNN/cuBLAS heuristics
                 step()
-            torch.cuda.synchronize()
+            sync()
             rates, audio_rates, utils = [], [], []
             for _ in range(args.repeats):
                 util: list[float] = []
                 stop = threading.Event()
                 th = threading.Thread(target=sample_util, args=(stop, util, device), daemon=True)
-                th.start()
+                if cuda:
+                    th.start()
                 t0, audio = time.perf_counter(), 0.0
                 for _ in range(args.steps):
                     audio += step()
-                torch.cuda.synchronize()
+                sync()
                 dt = time.perf_counter() - t0
                 stop.set()
-                th.join()
+                if cuda:
+                    th.join()
                 rates.append(args.steps / dt)
                 audio_rates.append(audio / dt)
                 utils.append(sum(util) / len(util) if util else float("nan"))
             row = {"precision": precision, "batch_seconds": cap, "steps_per_s": statistics.median(rates),
                    "steps_per_s_range": [min(rates), max(rates)], "audio_s_per_s": statistics.median(audio_rates),
                    "gpu_util": statistics.median(utils),
-                   "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9}
+                   "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else float("nan")}
             rows.append(row)
             print(json.dumps(row), flush=True)
-            torch.cuda.reset_peak_memory_stats(device)
+            if cuda:
+                torch.cuda.reset_peak_memory_stats(device)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)

@@ -14,7 +14,8 @@
 #   4. export of the best checkpoint (stage 6), test decode in both modes, CER tables.
 #
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
-#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--exp exp_cpu_var]
+#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision bf16-mixed]
+#                                           [--exp exp_cpu_var]
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,6 +23,8 @@ cd "$(dirname "$0")/.."
 
 budget=6900        # seconds of pretraining (training + validation)
 envelope=1.5       # spectral-envelope augmentation amplitude (log-mel nats); empty: none
+precision=32-true  # Lightning precision; bf16-mixed runs the matrix products on the CPU's
+                   # AMX / AVX-512-BF16 units where it has them (RESULTS.md section 3f)
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
@@ -54,7 +57,7 @@ aug=""
 [ -n "$envelope" ] && aug="--model.init_args.feature_augment {\"spectral_envelope\":$envelope}"
 phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$data" --exp "$exp" \
   --pretrain-steps 1000000 --pretrain-budget "$budget" \
-  --pretrain-args "--data.train [$data/train,$voices_data/train,$named_data/train] --data.feature_cache true --data.num_workers 0 $aug"
+  --pretrain-args "--data.train [$data/train,$voices_data/train,$named_data/train] --data.feature_cache true --data.num_workers 0 --trainer.precision $precision $aug"
 phase export ./run.sh --pretrain true --stage 6 --stop-stage 6 --data "$data" --exp "$exp"
 
 # Test (both modes) and dev decodes, CER tables and timings: the GPU recipe's decode step, on the CPU.
