@@ -7,15 +7,20 @@ bf16 autocast, which runs the matrix products on AMX/AVX-512-BF16 units where th
 Runs the pretraining step of ``pretrain_gpu.sh`` (feature-bank gather, both passes' transducer
 and CTC losses, backward, clip, AdamW) outside Lightning on a bank of random features and
 character targets with the corpus's length distribution (1.5-6 s, 14 characters/s), so it
-needs no corpus. For each batch cap and precision it reports the median of ``--repeats``
-timed windows and the mean NVML utilisation sampled while they ran.
+needs no corpus (``--durations`` takes a corpus's utt2dur instead). For each batch cap,
+precision and transducer loss it reports the median of ``--repeats`` timed windows (the
+configurations interleaved) and the mean NVML utilisation sampled while they ran; the peak
+memory is the whole run's.
 
     python local/gpu_step_bench.py --batch-seconds 240 480 960 --precision fp32 bf16
+    OMP_NUM_THREADS=1 python local/gpu_step_bench.py --device cpu --batch-seconds 60 \
+        --durations data_named/train/utt2dur --utts 3000 --loss torchaudio lattice --precision fp32 bf16
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import threading
@@ -43,10 +48,17 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON lines of results")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
+    p.add_argument("--loss", nargs="+", default=["lattice"], choices=["lattice", "torchaudio"],
+                   help="transducer loss: lattice_rnnt_loss (the model's) or torchaudio's fused call")
+    p.add_argument("--durations", default=None,
+                   help="a Kaldi utt2dur whose first --utts durations replace the uniform 1.5-6 s draw")
     args = p.parse_args(argv)
+
+    import torchaudio
 
     from asr_adapt.data.sampling import BucketingConfig, DurationBucketingBatchSampler
     from asr_adapt.models.transducer import TransducerBackbone
+    from asr_adapt.models.transducer import model as transducer_model
     from asr_adapt.training.feature_bank import FeatureBank
     from asr_adapt.training.module import decay_groups
 
@@ -59,58 +71,78 @@ def main(argv=None) -> int:
     model = TransducerBackbone.from_pretrained(args.model, device=device).train()
     g = torch.Generator().manual_seed(0)
     durs = (1.5 + 4.5 * torch.rand(args.utts, generator=g)).tolist()
+    if args.durations:
+        with open(args.durations, encoding="utf-8") as f:
+            durs = [float(line.split()[1]) for line in f][: args.utts]
+        args.utts = len(durs)
     flens = torch.tensor([int(d * 100) for d in durs])
     tlens = torch.tensor([max(1, int(d * 14)) for d in durs])
     bank = FeatureBank(torch.randn(int(flens.sum()), model.config.n_mels, device=device), flens.to(device),
                        torch.randint(1, model.config.vocab_size, (int(tlens.sum()),), device=device),
                        tlens.to(device), torch.ones(args.utts, dtype=torch.bool, device=device))
     opt = torch.optim.AdamW(decay_groups(model), lr=1e-4, weight_decay=0.01)
-    rows = []
-    for precision in args.precision:
-        for cap in args.batch_seconds:
-            batches = iter(DurationBucketingBatchSampler(durs * 5, BucketingConfig(max_seconds=cap, seed=0)))
+    lattice = transducer_model.lattice_rnnt_loss
 
-            def step(batches=batches, precision=precision) -> float:
-                idx = torch.tensor(next(batches)) % args.utts
-                b = bank.gather(idx)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
-                    loss = model.loss_terms_from_features(b.feats, b.flens, None, [None] * len(idx),
-                                                          targets=(b.targets, b.tlens))["loss"]
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-                opt.step()
-                return float(b.flens.sum()) / 100.0
+    def fused(logits, targets, lengths, tlens):
+        return torchaudio.functional.rnnt_loss(logits.float(), targets.int(), lengths.int(), tlens.int(), blank=0,
+                                               reduction="mean", fused_log_softmax=True)
 
-            for _ in range(10 if cuda else 2):  # warm-up: allocator, cuDNN/cuBLAS heuristics
-                step()
-            sync()
-            rates, audio_rates, utils = [], [], []
-            for _ in range(args.repeats):
-                util: list[float] = []
-                stop = threading.Event()
-                th = threading.Thread(target=sample_util, args=(stop, util, device), daemon=True)
-                if cuda:
-                    th.start()
-                t0, audio = time.perf_counter(), 0.0
-                for _ in range(args.steps):
-                    audio += step()
-                sync()
-                dt = time.perf_counter() - t0
-                stop.set()
-                if cuda:
-                    th.join()
-                rates.append(args.steps / dt)
-                audio_rates.append(audio / dt)
-                utils.append(sum(util) / len(util) if util else float("nan"))
-            row = {"precision": precision, "batch_seconds": cap, "steps_per_s": statistics.median(rates),
-                   "steps_per_s_range": [min(rates), max(rates)], "audio_s_per_s": statistics.median(audio_rates),
-                   "gpu_util": statistics.median(utils),
-                   "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else float("nan")}
-            rows.append(row)
-            print(json.dumps(row), flush=True)
+    configs = list(itertools.product(args.loss, args.precision, args.batch_seconds))
+    steps = {}
+    for cfg in configs:
+        loss_name, precision, cap = cfg
+        batches = iter(DurationBucketingBatchSampler(durs * 50, BucketingConfig(max_seconds=cap, seed=0)))
+
+        def step(batches=batches, precision=precision, loss_fn=lattice if loss_name == "lattice" else fused) -> float:
+            transducer_model.lattice_rnnt_loss = loss_fn
+            idx = torch.tensor(next(batches)) % args.utts
+            b = bank.gather(idx)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
+                loss = model.loss_terms_from_features(b.feats, b.flens, None, [None] * len(idx),
+                                                      targets=(b.targets, b.tlens))["loss"]
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            return float(b.flens.sum()) / 100.0
+
+        steps[cfg] = step
+        for _ in range(10 if cuda else 2):  # warm-up: allocator, cuDNN/cuBLAS heuristics
+            step()
+    sync()
+    # Repeats interleave the configurations, so a change in machine load hits all of them alike.
+    rates = {cfg: [] for cfg in configs}
+    audio_rates = {cfg: [] for cfg in configs}
+    utils = {cfg: [] for cfg in configs}
+    for _ in range(args.repeats):
+        for cfg in configs:
+            util: list[float] = []
+            stop = threading.Event()
+            th = threading.Thread(target=sample_util, args=(stop, util, device), daemon=True)
             if cuda:
-                torch.cuda.reset_peak_memory_stats(device)
+                th.start()
+            t0, audio = time.perf_counter(), 0.0
+            for _ in range(args.steps):
+                audio += steps[cfg]()
+            sync()
+            dt = time.perf_counter() - t0
+            stop.set()
+            if cuda:
+                th.join()
+            rates[cfg].append(args.steps / dt)
+            audio_rates[cfg].append(audio / dt)
+            utils[cfg].append(sum(util) / len(util) if util else float("nan"))
+    transducer_model.lattice_rnnt_loss = lattice
+    rows = []
+    for cfg in configs:
+        loss_name, precision, cap = cfg
+        row = {"loss": loss_name, "precision": precision, "batch_seconds": cap,
+               "steps_per_s": statistics.median(rates[cfg]),
+               "steps_per_s_range": [min(rates[cfg]), max(rates[cfg])],
+               "audio_s_per_s": statistics.median(audio_rates[cfg]), "gpu_util": statistics.median(utils[cfg]),
+               "peak_mem_gb": torch.cuda.max_memory_allocated(device) / 1e9 if cuda else float("nan")}
+        rows.append(row)
+        print(json.dumps(row), flush=True)
     if args.out:
         with open(args.out, "w", encoding="utf-8") as f:
             f.writelines(json.dumps(r) + "\n" for r in rows)
