@@ -14,7 +14,7 @@
 #   4. export of the best checkpoint (stage 6), test decode in both modes, CER tables.
 #
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
-#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision bf16-mixed]
+#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
 #                                           [--exp exp_cpu_var]
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
@@ -23,8 +23,8 @@ cd "$(dirname "$0")/.."
 
 budget=6900        # seconds of pretraining (training + validation)
 envelope=1.5       # spectral-envelope augmentation amplitude (log-mel nats); empty: none
-precision=32-true  # Lightning precision; bf16-mixed runs the matrix products on the CPU's
-                   # AMX / AVX-512-BF16 units where it has them (RESULTS.md section 3f)
+precision=auto     # Lightning precision; auto: bf16-mixed where the CPU has bf16 matrix units
+                   # (AMX or AVX-512-BF16; RESULTS.md section 3f), else 32-true
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
@@ -33,6 +33,10 @@ exp=exp_cpu_var
 heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"
 . utils/parse_options.sh
 mkdir -p "$exp"
+if [ "$precision" = auto ]; then
+  # Without such units the bf16 products are emulated: no speed to gain, only rounding.
+  if grep -qwE 'amx_bf16|avx512_bf16' /proc/cpuinfo 2>/dev/null; then precision=bf16-mixed; else precision=32-true; fi
+fi
 timings="$exp/timings.tsv"
 phase() {  # phase NAME CMD...: run and record its wall seconds
   local name=$1 t0=$SECONDS
