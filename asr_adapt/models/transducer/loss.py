@@ -2,7 +2,7 @@
 
 torchaudio's ``rnnt_loss`` with ``fused_log_softmax=True`` normalises every lattice cell over the
 vocabulary inside its own CPU kernel, one cell at a time: on this project's CPU pretraining it
-was a third of a bf16 training step (``egs/synth_tail/asr2/RESULTS.md`` section 3f). The lattice
+was a fifth of a bf16 training step (``egs/synth_tail/asr2/RESULTS.md`` section 3f). The lattice
 recursion only ever reads two log-probabilities per cell: blank, and the next label. So the
 vocabulary is normalised here by one vectorised ``log_softmax`` (autograd gives its backward),
 the two columns are gathered, and torchaudio's ``rnnt_loss`` runs its forward-backward on a

@@ -50,6 +50,8 @@ def main(argv=None) -> int:
     p.add_argument("--device", default="cuda", help="cuda or cpu")
     p.add_argument("--loss", nargs="+", default=["lattice"], choices=["lattice", "torchaudio"],
                    help="transducer loss: lattice_rnnt_loss (the model's) or torchaudio's fused call")
+    p.add_argument("--profile", action="store_true",
+                   help="also print torch.profiler's top operators over one window of each configuration")
     p.add_argument("--durations", default=None,
                    help="a Kaldi utt2dur whose first --utts durations replace the uniform 1.5-6 s draw")
     args = p.parse_args(argv)
@@ -132,6 +134,14 @@ def main(argv=None) -> int:
             rates[cfg].append(args.steps / dt)
             audio_rates[cfg].append(audio / dt)
             utils[cfg].append(sum(util) / len(util) if util else float("nan"))
+    if args.profile:
+        from torch.profiler import ProfilerActivity, profile
+
+        for cfg in configs:
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                for _ in range(args.steps):
+                    steps[cfg]()
+            print(f"== profile {cfg} ==\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
     transducer_model.lattice_rnnt_loss = lattice
     rows = []
     for cfg in configs:
