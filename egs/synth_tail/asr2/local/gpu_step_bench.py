@@ -56,7 +56,7 @@ def main(argv=None) -> int:
                    help="a Kaldi utt2dur whose first --utts durations replace the uniform 1.5-6 s draw")
     args = p.parse_args(argv)
 
-    import torchaudio
+    from loss_bench import torchaudio_fused  # local/, beside this script
 
     from asr_adapt.data.sampling import BucketingConfig, DurationBucketingBatchSampler
     from asr_adapt.models.transducer import TransducerBackbone
@@ -85,17 +85,13 @@ def main(argv=None) -> int:
     opt = torch.optim.AdamW(decay_groups(model), lr=1e-4, weight_decay=0.01)
     lattice = transducer_model.lattice_rnnt_loss
 
-    def fused(logits, targets, lengths, tlens):
-        return torchaudio.functional.rnnt_loss(logits.float(), targets.int(), lengths.int(), tlens.int(), blank=0,
-                                               reduction="mean", fused_log_softmax=True)
-
     configs = list(itertools.product(args.loss, args.precision, args.batch_seconds))
     steps = {}
     for cfg in configs:
         loss_name, precision, cap = cfg
         batches = iter(DurationBucketingBatchSampler(durs * 50, BucketingConfig(max_seconds=cap, seed=0)))
 
-        def step(batches=batches, precision=precision, loss_fn=lattice if loss_name == "lattice" else fused) -> float:
+        def step(batches=batches, precision=precision, loss_fn=lattice if loss_name == "lattice" else torchaudio_fused) -> float:
             transducer_model.lattice_rnnt_loss = loss_fn
             idx = torch.tensor(next(batches)) % args.utts
             b = bank.gather(idx)

@@ -20,6 +20,13 @@ import torchaudio
 from asr_adapt.models.transducer.loss import lattice_rnnt_loss
 
 
+def torchaudio_fused(logits: torch.Tensor, targets: torch.Tensor, lengths: torch.Tensor,
+                     tlens: torch.Tensor) -> torch.Tensor:
+    """The transducer loss as the model computed it before ``lattice_rnnt_loss``."""
+    return torchaudio.functional.rnnt_loss(logits.float(), targets.int(), lengths.int(), tlens.int(), blank=0,
+                                           reduction="mean", fused_log_softmax=True)
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--shape", type=int, nargs=4, default=[16, 47, 52, 139], metavar=("B", "T", "U", "V"))
@@ -33,8 +40,7 @@ def main(argv=None) -> int:
     tlens = torch.full((b,), u)
 
     def fused() -> torch.Tensor:
-        return torchaudio.functional.rnnt_loss(logits, targets.int(), lengths.int(), tlens.int(), blank=0,
-                                               reduction="mean", fused_log_softmax=True)
+        return torchaudio_fused(logits, targets, lengths, tlens)
 
     def lattice() -> torch.Tensor:
         return lattice_rnnt_loss(logits, targets, lengths, tlens)
