@@ -11,6 +11,7 @@ Two modes (thin wrappers over :mod:`asr_adapt.training.foundation`):
 from __future__ import annotations
 
 import argparse
+import ast
 import logging
 import sys
 from pathlib import Path
@@ -36,6 +37,9 @@ def register(subparsers) -> None:
                       help="only these locales' audio feeds CMVN (default: all)")
     init.add_argument("--cmvn-max-utts", type=int, default=400, help="utterances sampled for CMVN (default: 400)")
     init.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default: 0)")
+    init.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", dest="overrides",
+                      help="replace one field of the preset's architecture config, e.g. --set dropout=0.0 "
+                           "(repeatable; values are Python literals: 0.0, 8, (4, 8), 'relu')")
     exp = p.add_argument_group("export")
     src = exp.add_mutually_exclusive_group()
     src.add_argument("--from-checkpoint", metavar="CKPT", help="full-finetune checkpoint to export")
@@ -68,13 +72,30 @@ def run(args: argparse.Namespace) -> int:
             if args.backbone not in fd.INITIALISERS:
                 return _fail(f"no initialiser for backbone {args.backbone!r}; known: {', '.join(fd.INITIALISERS.names())}")
             config = fd.FoundationInitConfig(backbone=args.backbone, preset=args.preset, seed=args.seed,
-                                             cmvn_max_utts=args.cmvn_max_utts, cmvn_locales=tuple(args.cmvn_locales))
+                                             cmvn_max_utts=args.cmvn_max_utts, cmvn_locales=tuple(args.cmvn_locales),
+                                             overrides=parse_overrides(args.overrides))
             model = fd.init_foundation(out, args.tokenizer, args.cmvn_data, config)
             what = f"initialised {args.preset} ({args.backbone})"
     except (FileNotFoundError, ValueError, KeyError) as e:
         return _fail(str(e))
     print(f"{what}: {fd.count_parameters(model):,} parameters -> {out}")
     return 0
+
+
+def parse_overrides(items: list[str]) -> tuple[tuple[str, object], ...]:
+    """``["dropout=0.0", "subsampling=8"]`` -> ``(("dropout", 0.0), ...)``; a value that is
+    not a Python literal stays a string."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set {item!r}: expected FIELD=VALUE, e.g. --set dropout=0.0")
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            parsed = value
+        out.append((key.strip(), parsed))
+    return tuple(out)
 
 
 def _fail(message: str) -> int:

@@ -20,6 +20,7 @@ policies (``best`` macro dev CER, ``last``) in :data:`PICKS`.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import math
@@ -27,6 +28,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -50,6 +52,9 @@ class FoundationInitConfig:
         "help": "training utterances (random sample) the global CMVN statistics are computed from"})
     cmvn_locales: tuple[str, ...] = field(default=(), metadata={
         "help": "only these locales' audio feeds CMVN (empty: all); the pretraining locales"})
+    overrides: tuple[tuple[str, Any], ...] = field(default=(), metadata={
+        "help": "(field, value) pairs of the architecture config that replace the preset's, e.g. "
+                "(('dropout', 0.0),): a variant without registering a new preset"})
 
     def __post_init__(self) -> None:
         if self.cmvn_max_utts < 1:
@@ -64,7 +69,18 @@ INITIALISERS: Registry[Initialiser] = Registry("foundation initialiser")
 def _init_transducer(config: FoundationInitConfig, tokenizer_dir: Path, wavs: list) -> torch.nn.Module:
     from asr_adapt.models.transducer import TransducerBackbone, load_tokenizer
 
-    model = TransducerBackbone.from_preset(config.preset, load_tokenizer(tokenizer_dir))
+    from asr_adapt.models.transducer.config import PRESETS
+
+    preset = PRESETS.get(config.preset)
+    overrides = dict(config.overrides)
+    unknown = sorted(set(overrides) - {f.name for f in dataclasses.fields(preset)})
+    if unknown:
+        raise ValueError(f"unknown transducer config field(s) {unknown}; see TransducerConfig")
+    # The tokenizer decides these two; a value here would contradict the tokenizer directory.
+    fixed = sorted(set(overrides) & {"vocab_size", "tokenizer"})
+    if fixed:
+        raise ValueError(f"{fixed} come from the tokenizer and cannot be overridden")
+    model = TransducerBackbone.from_preset(config.preset, load_tokenizer(tokenizer_dir), **overrides)
     # CMVN in slices: the statistics are global, but one 400-utterance fbank batch padded
     # to the longest clip would waste memory for nothing.
     feats = []
@@ -99,6 +115,7 @@ def init_foundation(out: str | Path, tokenizer_dir: str | Path, cmvn_data: str |
     _write_provenance(out, {"made_by": "init", "preset": config.preset, "seed": config.seed,
                             "tokenizer": str(tokenizer_dir), "cmvn_data": str(cmvn_data),
                             "cmvn_utts": len(sample), "cmvn_locales": list(config.cmvn_locales),
+                            "overrides": dict(config.overrides),
                             "parameters": count_parameters(model)})
     return model
 

@@ -122,6 +122,21 @@ def test_cli_init_and_export(pretrained, capsys):
     assert cli_main(["init-model", "--from-experiment", str(exp), "-o", str(root / "x")]) == 2  # needs --init-dir
 
 
+def test_cli_init_overrides_preset_fields(pretrained):
+    root, _, _ = pretrained
+    base = ["init-model", "--preset", "tiny", "--tokenizer", str(root / "tok"), "--cmvn-data", str(root / "train")]
+    out = root / "cli_set"
+    assert cli_main(base + ["--set", "dropout=0.25", "--set", "train_chunk_sizes=(2, 4)", "-o", str(out)]) == 0
+    cfg = TransducerBackbone.from_pretrained(out).config
+    assert cfg.dropout == 0.25 and cfg.train_chunk_sizes == (2, 4)
+    assert cfg.d_model == 32  # the rest is still the preset's
+    assert fd.read_provenance(out)["overrides"] == {"dropout": 0.25, "train_chunk_sizes": [2, 4]}
+    # Unknown fields, fields the tokenizer decides and malformed pairs are refused by name.
+    for bad in ("dropoutt=0.1", "vocab_size=7", "dropout"):
+        assert cli_main(base + ["--set", bad, "-o", str(root / "cli_bad")]) == 2
+        assert not (root / "cli_bad").exists()
+
+
 def test_training_runs_the_backbone_in_train_mode():
     """Backbones load in eval mode; the training module switches the whole tree at train start."""
     from asr_adapt.models.transducer.tokenizer import train_tokenizer as tt

@@ -32,6 +32,7 @@ seed=0
 pretrain=false          # true: train the foundation here (stages 1-6) instead of the shipped one
 foundation_name=transducer-synth-compact
 preset=compact
+preset_set=""           # architecture fields replacing the preset's, e.g. "dropout=0.0" (init-model --set)
 head_locales="en-US de-DE fr-FR es-ES ru-RU pl-PL"   # Latin + Cyrillic scripts (pretraining)
 tail_locales="el-GR uk-UA cs-CZ"                     # Greek is unseen in pretraining
 utts_per_locale=30      # dev/test/unlabelled utterances per locale
@@ -108,7 +109,10 @@ if [ "$pretrain" = true ]; then
 
   if should_run 2 && need_run "$exp/foundation_init/.done"; then
     log "stage 2: initialise the $preset foundation (random weights, CMVN from head-locale train audio)"
-    asr-adapt init-model --backbone transducer --preset "$preset" --tokenizer "$exp/tokenizer" \
+    sets=""
+    for kv in $preset_set; do sets="$sets --set $kv"; done
+    # shellcheck disable=SC2086
+    asr-adapt init-model --backbone transducer --preset "$preset" --tokenizer "$exp/tokenizer" $sets \
       --cmvn-data "$data/train" --cmvn-locales $head_locales --seed "$seed" -o "$exp/foundation_init" --overwrite
     touch "$exp/foundation_init/.done"
   fi

@@ -38,6 +38,15 @@ def sample_util(stop: threading.Event, out: list[float], device: torch.device) -
         time.sleep(0.2)
 
 
+def set_dropout(model: torch.nn.Module, p: float) -> None:
+    """Every dropout of the model (nn.Dropout modules and the attention's dropout_p) to p."""
+    for m in model.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        elif isinstance(getattr(m, "dropout", None), float):
+            m.dropout = p
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="transducer-synth-compact")
@@ -52,6 +61,11 @@ def main(argv=None) -> int:
                    help="transducer loss: lattice_rnnt_loss (the model's) or torchaudio's fused call")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top operators over one window of each configuration")
+    p.add_argument("--dropout", type=float, nargs="+", default=[None],
+                   help="dropout probabilities to compare (default: the model's own)")
+    p.add_argument("--threads", type=int, nargs="+", default=[None],
+                   help="CPU threads to compare (torch.set_num_threads; default: as started)")
+    p.add_argument("--fused-adamw", action="store_true", help="AdamW(fused=True) instead of the default loop")
     p.add_argument("--durations", default=None,
                    help="a Kaldi utt2dur whose first --utts durations replace the uniform 1.5-6 s draw")
     args = p.parse_args(argv)
@@ -82,17 +96,22 @@ def main(argv=None) -> int:
     bank = FeatureBank(torch.randn(int(flens.sum()), model.config.n_mels, device=device), flens.to(device),
                        torch.randint(1, model.config.vocab_size, (int(tlens.sum()),), device=device),
                        tlens.to(device), torch.ones(args.utts, dtype=torch.bool, device=device))
-    opt = torch.optim.AdamW(decay_groups(model), lr=1e-4, weight_decay=0.01)
+    opt = torch.optim.AdamW(decay_groups(model), lr=1e-4, weight_decay=0.01, fused=args.fused_adamw or None)
     lattice = transducer_model.lattice_rnnt_loss
 
-    configs = list(itertools.product(args.loss, args.precision, args.batch_seconds))
+    configs = list(itertools.product(args.loss, args.precision, args.batch_seconds, args.dropout, args.threads))
     steps = {}
     for cfg in configs:
-        loss_name, precision, cap = cfg
+        loss_name, precision, cap, dropout, threads = cfg
         batches = iter(DurationBucketingBatchSampler(durs * 50, BucketingConfig(max_seconds=cap, seed=0)))
 
-        def step(batches=batches, precision=precision, loss_fn=lattice if loss_name == "lattice" else torchaudio_fused) -> float:
+        def step(batches=batches, precision=precision, dropout=dropout, threads=threads,
+                 loss_fn=lattice if loss_name == "lattice" else torchaudio_fused) -> float:
             transducer_model.lattice_rnnt_loss = loss_fn
+            if dropout is not None:
+                set_dropout(model, dropout)
+            if threads is not None:
+                torch.set_num_threads(threads)
             idx = torch.tensor(next(batches)) % args.utts
             b = bank.gather(idx)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bf16"):
@@ -137,12 +156,12 @@ def main(argv=None) -> int:
             with profile(activities=[ProfilerActivity.CPU]) as prof:
                 for _ in range(args.steps):
                     steps[cfg]()
-            print(f"== profile {cfg} ==\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=8))
+            print(f"== profile {cfg} ==\n" + prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=14))
     transducer_model.lattice_rnnt_loss = lattice
     rows = []
     for cfg in configs:
-        loss_name, precision, cap = cfg
-        row = {"loss": loss_name, "precision": precision, "batch_seconds": cap,
+        loss_name, precision, cap, dropout, threads = cfg
+        row = {"loss": loss_name, "precision": precision, "batch_seconds": cap, "dropout": dropout, "threads": threads,
                "steps_per_s": statistics.median(rates[cfg]),
                "steps_per_s_range": [min(rates[cfg]), max(rates[cfg])],
                "audio_s_per_s": statistics.median(audio_rates[cfg]), "gpu_util": statistics.median(utils[cfg]),
