@@ -273,7 +273,8 @@ class TransducerAdaptationModule(AdaptationModule):
         self.full_context_steps = full_context_steps
 
     def train_loss(self, batch: dict) -> torch.Tensor:
-        chunking = {"chunk_size": -1, "left_chunks": -1} if self.global_step < self.full_context_steps else {}
+        loss_kw = {"chunk_size": -1, "left_chunks": -1} if self.global_step < self.full_context_steps else {}
+        loss_kw["step"] = self.global_step  # the pruned transducer loss's warm-up
         if "index" in batch:  # a feature-cache batch: rows of the device-resident bank
             g = self.bank.gather(batch["index"])
             langs = [lang for lang, k in zip(batch["langs"], g.keep.tolist()) if k]
@@ -282,9 +283,9 @@ class TransducerAdaptationModule(AdaptationModule):
                 feats = self.augment_features(feats.transpose(1, 2), self.backbone.cmvn.istd).transpose(1, 2)
             with routing.use(langs):
                 terms = self.backbone.loss_terms_from_features(feats, g.flens, None, langs,
-                                                               targets=(g.targets, g.tlens), **chunking)
+                                                               targets=(g.targets, g.tlens), **loss_kw)
         else:
-            terms = self.backbone.loss_terms(batch["wavs"], batch["texts"], batch["langs"], **chunking)
+            terms = self.backbone.loss_terms(batch["wavs"], batch["texts"], batch["langs"], **loss_kw)
         bs = len(batch["langs"])
         for name, value in terms.items():  # each pass's transducer (and CTC) loss on its own
             if name != "loss":

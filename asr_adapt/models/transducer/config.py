@@ -70,6 +70,13 @@ class TransducerConfig:
     ctc_weight: float = _help(
         "weight of an auxiliary CTC loss on each encoder pass (its own linear head, blank = 0); "
         "a direct path from labels to the encoder that does not go through the joiner", 0.0)
+    prune_range: int = _help(
+        "pruned transducer loss (k2/icefall): the joiner scores this many label positions per frame, "
+        "chosen by a simple (additive-joiner) loss trained alongside; 0: the full (T, U+1) lattice", 0)
+    simple_loss_scale: float = _help(
+        "weight of the simple loss once warm (it starts at 1.0 and the pruned loss at 0.1; both "
+        "ramp linearly over prune_warm_steps); with prune_range > 0 only", 0.5)
+    prune_warm_steps: int = _help("training steps of the simple/pruned weight ramp", 2000)
     tokenizer: str = _help("tokenizer kind (registry name): sentencepiece | char", "sentencepiece")
 
     def __post_init__(self) -> None:
@@ -101,6 +108,10 @@ class TransducerConfig:
             raise ValueError("full_context_prob must be in [0, 1]")
         if self.first_pass_weight < 0 or self.second_pass_weight < 0:
             raise ValueError("loss weights must be >= 0")
+        if self.prune_range < 0 or self.prune_range == 1:
+            raise ValueError("prune_range must be 0 (no pruning) or >= 2")
+        if not 0.0 <= self.simple_loss_scale <= 1.0 or self.prune_warm_steps < 0:
+            raise ValueError("simple_loss_scale must be in [0, 1] and prune_warm_steps >= 0")
         if self.second_pass_layers == 0 and self.second_pass_weight > 0:
             raise ValueError("second_pass_weight > 0 needs second_pass_layers > 0")
 

@@ -32,7 +32,8 @@ from asr_adapt.models.transducer.cascade import CascadedEncoder, EncoderOutput, 
 from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
 from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
 from asr_adapt.models.transducer.joiner import Joiner
-from asr_adapt.models.transducer.loss import lattice_rnnt_loss
+from asr_adapt.models.transducer.loss import (lattice_rnnt_loss, prune_ranges, pruned_lattice, pruned_loss_scales,
+                                              pruned_window, simple_lattice, two_symbol_rnnt_loss)
 from asr_adapt.models.transducer.predictor import StatelessPredictor
 from asr_adapt.models.transducer.shipped import SHIPPED, resolve_transducer
 from asr_adapt.models.transducer.tokenizer import Tokenizer, load_tokenizer
@@ -78,6 +79,10 @@ class TransducerBackbone(Backbone):
                            for p in self.encoder.passes})
             if config.ctc_weight > 0 else None
         )
+        # Pruned transducer loss: the simple joiner's linear heads (encoder side per pass).
+        self.simple_am = (nn.ModuleDict({p: nn.Linear(config.d_model, config.vocab_size) for p in self.encoder.passes})
+                          if config.prune_range else None)
+        self.simple_lm = nn.Linear(config.pred_dim, config.vocab_size) if config.prune_range else None
         self.chunk_rng = random.Random(0)  # dynamic-chunk draws; seeded so training is reproducible
 
     @classmethod
@@ -132,13 +137,31 @@ class TransducerBackbone(Backbone):
             return -1, -1
         return self.chunk_rng.choice(cfg.train_chunk_sizes), self.chunk_rng.choice(cfg.train_left_chunks)
 
-    def transducer_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
-        """enc: (B, T, D), targets: (B, U) padded ids -> mean transducer loss (fp32 logits)."""
+    def transducer_loss(self, enc, lengths, pass_name, targets, target_lengths, step: int | None = None) -> torch.Tensor:
+        """enc: (B, T, D), targets: (B, U) padded ids -> mean transducer loss (fp32 logits).
+
+        With ``config.prune_range`` the loss is the weighted simple + pruned pair of
+        :func:`pruned_loss_scales` at training step ``step`` (None: warm).
+        """
         blank = self.predictor.start_context(targets.shape[0], targets.device)[:, :1]
-        dec_p = self.joiner.project_decoder(self.predictor(torch.cat([blank, targets], dim=1)))  # (B, U+1, J)
+        pred = self.predictor(torch.cat([blank, targets], dim=1))  # (B, U+1, P)
+        dec_p = self.joiner.project_decoder(pred)  # (B, U+1, J)
         enc_p = self.joiner.project_encoder(enc, pass_name)  # (B, T, J)
-        logits = self.joiner(enc_p[:, :, None], dec_p[:, None])  # (B, T, U+1, V)
-        return lattice_rnnt_loss(logits, targets, lengths, target_lengths)
+        if not self.config.prune_range:
+            logits = self.joiner(enc_p[:, :, None], dec_p[:, None])  # (B, T, U+1, V)
+            return lattice_rnnt_loss(logits, targets, lengths, target_lengths)
+        u1 = pred.shape[1]
+        blank_s, label_s = simple_lattice(self.simple_am[pass_name](enc), self.simple_lm(pred), targets)
+        simple = two_symbol_rnnt_loss(blank_s, label_s, lengths, target_lengths)
+        s = pruned_window(self.config.prune_range, lengths, target_lengths, u1)
+        starts = prune_ranges(blank_s, label_s, lengths, target_lengths, s)  # (B, T)
+        idx = starts[:, :, None] + torch.arange(s, device=starts.device)  # (B, T, S)
+        b, t, _ = idx.shape
+        dec_g = dec_p.gather(1, idx.view(b, t * s, 1).expand(-1, -1, dec_p.shape[-1])).view(b, t, s, -1)
+        logp = self.joiner(enc_p[:, :, None], dec_g).float().log_softmax(-1)  # (B, T, S, V)
+        pruned = two_symbol_rnnt_loss(*pruned_lattice(logp, targets, starts, u1), lengths, target_lengths)
+        w_simple, w_pruned = pruned_loss_scales(self.config.simple_loss_scale, self.config.prune_warm_steps, step)
+        return w_simple * simple + w_pruned * pruned
 
     def ctc_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
         """enc: (B, T, D) -> CTC loss of the pass's head, summed per utterance, mean over the batch."""
@@ -162,18 +185,20 @@ class TransducerBackbone(Backbone):
             out[i, : len(seq)] = torch.tensor(seq, dtype=torch.long)
         return out.to(device), lens.to(device)
 
-    def loss_terms(self, wavs, texts, langs, chunk_size: int | None = None, left_chunks: int | None = None):
+    def loss_terms(self, wavs, texts, langs, chunk_size: int | None = None, left_chunks: int | None = None,
+                   step: int | None = None):
         """{"first_pass": loss, "second_pass": loss, "loss": weighted sum} for one batch.
 
         With ``ctc_weight > 0`` also ``ctc_first_pass``/``ctc_second_pass``; the total is then
         ``(1 - w) * transducer + w * ctc`` per pass. Chunking defaults to a random draw when
-        training and full context otherwise.
+        training and full context otherwise. ``step``: the training step (the pruned loss's
+        warm-up; None: warm).
         """
         feats, flens = self.features(wavs)
-        return self.loss_terms_from_features(feats, flens, texts, langs, chunk_size, left_chunks)
+        return self.loss_terms_from_features(feats, flens, texts, langs, chunk_size, left_chunks, step=step)
 
     def loss_terms_from_features(self, feats, flens, texts, langs, chunk_size: int | None = None,
-                                 left_chunks: int | None = None, targets=None):
+                                 left_chunks: int | None = None, targets=None, step: int | None = None):
         """:meth:`loss_terms` on normalised features (B, T_f, F) and lengths (B,) (e.g. cached ones).
 
         ``targets``: already tokenised ``(ids (B, U), lengths (B,))`` instead of ``texts``.
@@ -191,7 +216,7 @@ class TransducerBackbone(Backbone):
                                   ("second_pass", out.second, cfg.second_pass_weight)):
             if enc is None:
                 continue
-            terms[name] = self.transducer_loss(enc, out.lengths, name, targets, tlens)
+            terms[name] = self.transducer_loss(enc, out.lengths, name, targets, tlens, step)
             pass_loss = terms[name]
             if w_ctc:
                 terms[f"ctc_{name}"] = self.ctc_loss(enc, out.lengths, name, targets, tlens)

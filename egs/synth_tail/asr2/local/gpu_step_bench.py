@@ -20,6 +20,7 @@ memory is the whole run's.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import statistics
@@ -57,8 +58,10 @@ def main(argv=None) -> int:
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=None, help="JSON lines of results")
     p.add_argument("--device", default="cuda", help="cuda or cpu")
-    p.add_argument("--loss", nargs="+", default=["lattice"], choices=["lattice", "torchaudio"],
-                   help="transducer loss: lattice_rnnt_loss (the model's) or torchaudio's fused call")
+    p.add_argument("--loss", nargs="+", default=["lattice"], choices=["lattice", "torchaudio", "pruned"],
+                   help="transducer loss: lattice_rnnt_loss (the model's), torchaudio's fused call, or the "
+                        "pruned loss (simple + pruned joiner, window --prune-range; new simple heads)")
+    p.add_argument("--prune-range", type=int, default=5, help="window of --loss pruned (default: 5)")
     p.add_argument("--profile", action="store_true",
                    help="also print torch.profiler's top operators over one window of each configuration")
     p.add_argument("--dropout", type=float, nargs="+", default=[None],
@@ -96,7 +99,15 @@ def main(argv=None) -> int:
     bank = FeatureBank(torch.randn(int(flens.sum()), model.config.n_mels, device=device), flens.to(device),
                        torch.randint(1, model.config.vocab_size, (int(tlens.sum()),), device=device),
                        tlens.to(device), torch.ones(args.utts, dtype=torch.bool, device=device))
-    opt = torch.optim.AdamW(decay_groups(model), lr=1e-4, weight_decay=0.01, fused=args.fused_adamw or None)
+    def optimizer(m):
+        return torch.optim.AdamW(decay_groups(m), lr=1e-4, weight_decay=0.01, fused=args.fused_adamw or None)
+
+    trained = {"full": (model, optimizer(model))}
+    if "pruned" in args.loss:  # the same weights plus randomly initialised simple heads
+        pm = TransducerBackbone(dataclasses.replace(model.config, prune_range=args.prune_range), model.tokenizer)
+        pm.load_state_dict(model.state_dict(), strict=False)
+        pm = pm.to(device).train()
+        trained["pruned"] = (pm, optimizer(pm))
     lattice = transducer_model.lattice_rnnt_loss
 
     configs = list(itertools.product(args.loss, args.precision, args.batch_seconds, args.dropout, args.threads))
@@ -106,7 +117,9 @@ def main(argv=None) -> int:
         batches = iter(DurationBucketingBatchSampler(durs * 50, BucketingConfig(max_seconds=cap, seed=0)))
 
         def step(batches=batches, precision=precision, dropout=dropout, threads=threads,
-                 loss_fn=lattice if loss_name == "lattice" else torchaudio_fused) -> float:
+                 loss_fn=torchaudio_fused if loss_name == "torchaudio" else lattice,
+                 trained=trained["pruned" if loss_name == "pruned" else "full"]) -> float:
+            model, opt = trained
             transducer_model.lattice_rnnt_loss = loss_fn
             if dropout is not None:
                 set_dropout(model, dropout)
