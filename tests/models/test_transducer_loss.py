@@ -139,7 +139,86 @@ def test_pruned_model_loss_equals_the_full_loss_when_the_window_spans_the_lattic
 
 
 def test_pruned_loss_scales_ramp():
+    assert pruned_loss_scales(0.5, 0, 0) == (0.5, 1.0)  # no warm-up
     assert pruned_loss_scales(0.5, 2000, 0) == (1.0, 0.1)
     assert pruned_loss_scales(0.5, 2000, 1000) == pytest.approx((0.75, 0.55))
     assert pruned_loss_scales(0.5, 2000, 2000) == (0.5, 1.0)
     assert pruned_loss_scales(0.5, 2000, None) == (0.5, 1.0)
+
+
+def test_blank_posteriors_sum_to_one_per_frame():
+    """The window criterion rests on it: every frame is left by exactly one blank arc."""
+    g, targets, tl, ul = _lattice_case(3)
+    blank_lp, label_lp = simple_lattice(torch.randn(5, 12, 9, generator=g), torch.randn(5, 8, 9, generator=g), targets)
+    bl, ll = blank_lp.clone().requires_grad_(), label_lp.clone().requires_grad_()
+    g_blank, _ = torch.autograd.grad(two_symbol_rnnt_loss(bl, ll, tl, ul, reduction="sum"), [bl, ll])
+    for i in range(5):
+        torch.testing.assert_close(g_blank[i, : int(tl[i])].abs().sum(-1), torch.ones(int(tl[i])))
+
+
+def test_simple_lattice_is_fp32_under_autocast_and_smoothing_mixes_the_sides():
+    g, targets, _, _ = _lattice_case(4)
+    am, lm = torch.randn(5, 12, 9, generator=g) * 3, torch.randn(5, 8, 9, generator=g) * 3
+    ref = simple_lattice(am, lm, targets)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = simple_lattice(am.bfloat16(), lm.bfloat16(), targets)
+    for x, y in zip(got, simple_lattice(am.bfloat16().float(), lm.bfloat16().float(), targets)):
+        assert x.dtype == torch.float32
+        torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-5)
+    smooth = simple_lattice(am, lm, targets, lm_scale=0.25)
+    lm_lp = lm.log_softmax(-1)
+    torch.testing.assert_close(smooth[0], 0.75 * ref[0] + 0.25 * lm_lp[..., 0][:, None, :])
+
+
+def test_pruned_lattice_equals_the_masked_full_lattice():
+    g, targets, tl, ul = _lattice_case(5)
+    full_logp = torch.randn(5, 12, 8, 9, generator=g).log_softmax(-1)
+    blank_lp, label_lp = simple_lattice(torch.randn(5, 12, 9, generator=g), torch.randn(5, 8, 9, generator=g), targets)
+    s = pruned_window(3, tl, ul, 8)
+    starts = prune_ranges(blank_lp, label_lp, tl, ul, s)
+    idx = starts[:, :, None] + torch.arange(s)
+    got = pruned_lattice(full_logp.gather(2, idx[..., None].expand(-1, -1, -1, 9)), targets, starts, 8)
+    inside = torch.zeros(5, 12, 8, dtype=torch.bool).scatter(2, idx, True)
+    nxt = torch.nn.functional.pad(targets, (0, 1))
+    label = full_logp.gather(-1, nxt[:, None, :, None].expand(5, 12, 8, 1))[..., 0]
+    for x, y in zip(got, (full_logp[..., 0], label)):
+        torch.testing.assert_close(x, torch.where(inside, y, torch.full_like(y, -1.0e4)))
+
+
+def _tiny_pruned(prune_range, **kw):
+    import dataclasses
+
+    from asr_adapt.models.transducer import TransducerBackbone
+    from asr_adapt.models.transducer.config import PRESETS
+    from asr_adapt.models.transducer.tokenizer import train_tokenizer
+
+    tok = train_tokenizer("char", ["abcdefgh"])
+    cfg = dataclasses.replace(PRESETS.get("tiny"), vocab_size=tok.vocab_size, prune_range=prune_range, **kw)
+    torch.manual_seed(0)
+    return TransducerBackbone(cfg, tok)
+
+
+def test_pruned_loss_is_batch_invariant_and_runs_under_inference_mode():
+    model = _tiny_pruned(3).eval()
+    g = torch.Generator().manual_seed(2)
+    enc = torch.randn(4, 9, 32, generator=g)
+    lengths, tlens = torch.tensor([9, 6, 9, 4]), torch.tensor([7, 1, 0, 5])
+    targets = torch.randint(1, model.config.vocab_size, (4, 7), generator=g)
+    with torch.inference_mode():  # how Lightning validates
+        batch = model.transducer_loss(enc, lengths, "second_pass", targets, tlens, step=500)
+        alone = [model.transducer_loss(enc[i:i + 1, : int(lengths[i])], lengths[i:i + 1], "second_pass",
+                                       targets[i:i + 1, : int(tlens[i])], tlens[i:i + 1], step=500)
+                 for i in range(4)]
+    torch.testing.assert_close(batch, torch.stack(alone).mean(), rtol=1e-5, atol=1e-5)
+
+
+def test_pruned_window_widens_for_dense_labels():
+    model = _tiny_pruned(2)
+    g = torch.Generator().manual_seed(3)
+    enc = torch.randn(2, 3, 32, generator=g, requires_grad=True)
+    targets = torch.randint(1, model.config.vocab_size, (2, 6), generator=g)
+    lengths, tlens = torch.tensor([3, 3]), torch.tensor([6, 2])  # 6 labels in 3 frames: S >= 3
+    assert pruned_window(2, lengths, tlens, 7) == 3
+    loss = model.transducer_loss(enc, lengths, "first_pass", targets, tlens, step=0)
+    loss.backward()
+    assert bool(torch.isfinite(loss)) and bool(torch.isfinite(enc.grad).all()) and enc.grad.abs().sum() > 0

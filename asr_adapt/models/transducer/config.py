@@ -77,6 +77,8 @@ class TransducerConfig:
         "weight of the simple loss once warm (it starts at 1.0 and the pruned loss at 0.1; both "
         "ramp linearly over prune_warm_steps); with prune_range > 0 only", 0.5)
     prune_warm_steps: int = _help("training steps of the simple/pruned weight ramp", 2000)
+    simple_lm_scale: float = _help("weight of the prediction-only log-probs in the simple loss (k2's smoothing)", 0.25)
+    simple_am_scale: float = _help("weight of the encoder-only log-probs in the simple loss (k2's smoothing)", 0.0)
     tokenizer: str = _help("tokenizer kind (registry name): sentencepiece | char", "sentencepiece")
 
     def __post_init__(self) -> None:
@@ -110,6 +112,8 @@ class TransducerConfig:
             raise ValueError("loss weights must be >= 0")
         if self.prune_range < 0 or self.prune_range == 1:
             raise ValueError("prune_range must be 0 (no pruning) or >= 2")
+        if min(self.simple_lm_scale, self.simple_am_scale) < 0 or self.simple_lm_scale + self.simple_am_scale > 1:
+            raise ValueError("simple_lm_scale and simple_am_scale must be >= 0 and sum to <= 1")
         if not 0.0 <= self.simple_loss_scale <= 1.0 or self.prune_warm_steps < 0:
             raise ValueError("simple_loss_scale must be in [0, 1] and prune_warm_steps >= 0")
         if self.second_pass_layers == 0 and self.second_pass_weight > 0:

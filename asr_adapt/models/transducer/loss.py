@@ -63,25 +63,36 @@ def lattice_rnnt_loss(logits: torch.Tensor, targets: torch.Tensor, logit_lengths
     return two_symbol_rnnt_loss(logp[..., blank], label, logit_lengths, target_lengths, reduction)
 
 
-def simple_lattice(am: torch.Tensor, lm: torch.Tensor, targets: torch.Tensor,
-                   blank: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+def simple_lattice(am: torch.Tensor, lm: torch.Tensor, targets: torch.Tensor, blank: int = 0,
+                   lm_scale: float = 0.0, am_scale: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
     """Blank and next-label log-probs of the trivial joiner ``logits(t, u) = am[t] + lm[u]``.
 
     am: (B, T, V) encoder-side logits; lm: (B, U+1, V) prediction-side logits; targets (B, U).
-    Returns (blank_lp, label_lp), each (B, T, U+1), fp32. The normaliser
-    ``logsumexp_v(am[t, v] + lm[u, v])`` is one batched (T, V) x (V, U+1) product of
-    exponentials shifted by their maxima, so nothing of size T x U x V is built.
+    Returns (blank_lp, label_lp), each (B, T, U+1), fp32 (autocast off: a bf16 normaliser is
+    off by hundredths of a nat per cell). The normaliser ``logsumexp_v(am[t, v] + lm[u, v])``
+    is one batched (T, V) x (V, U+1) product of exponentials shifted by their maxima, so
+    nothing of size T x U x V is built. ``lm_scale``/``am_scale`` mix in the prediction-only
+    and encoder-only log-probs (k2's ``rnnt_loss_smoothed``; icefall trains with 0.25 / 0.0),
+    which keeps the simple heads from leaning on one side alone.
     """
-    am, lm = am.float(), lm.float()
-    am_max, lm_max = am.amax(-1, keepdim=True), lm.amax(-1, keepdim=True)  # (B, T, 1), (B, U+1, 1)
-    prod = torch.matmul((am - am_max).exp(), (lm - lm_max).exp().transpose(1, 2))  # (B, T, U+1)
-    norm = prod.clamp_min(torch.finfo(prod.dtype).tiny).log() + am_max + lm_max.transpose(1, 2)
-    nxt = _next_labels(targets, blank)  # (B, U+1)
-    b, t, _ = am.shape
-    am_label = am.gather(2, nxt[:, None, :].expand(b, t, nxt.shape[1]))  # (B, T, U+1)
-    lm_label = lm.gather(2, nxt[..., None])[..., 0]  # (B, U+1)
-    label_lp = am_label + lm_label[:, None, :] - norm
-    blank_lp = am[..., blank:blank + 1] + lm[..., blank][:, None, :] - norm
+    with torch.autocast(am.device.type, enabled=False):
+        am, lm = am.float(), lm.float()
+        am_max, lm_max = am.amax(-1, keepdim=True), lm.amax(-1, keepdim=True)  # (B, T, 1), (B, U+1, 1)
+        prod = torch.matmul((am - am_max).exp(), (lm - lm_max).exp().transpose(1, 2))  # (B, T, U+1)
+        norm = prod.clamp_min(torch.finfo(prod.dtype).tiny).log() + am_max + lm_max.transpose(1, 2)
+        nxt = _next_labels(targets, blank)  # (B, U+1)
+        b, t, _ = am.shape
+        am_label = am.gather(2, nxt[:, None, :].expand(b, t, nxt.shape[1]))  # (B, T, U+1)
+        lm_label = lm.gather(2, nxt[..., None])[..., 0]  # (B, U+1)
+        label_lp = am_label + lm_label[:, None, :] - norm
+        blank_lp = am[..., blank:blank + 1] + lm[..., blank][:, None, :] - norm
+        if lm_scale or am_scale:
+            joint = 1.0 - lm_scale - am_scale
+            lm_lp, am_lp = lm.log_softmax(-1), am.log_softmax(-1)
+            label_lp = (joint * label_lp + lm_scale * lm_lp.gather(2, nxt[..., None])[..., 0][:, None, :]
+                        + am_scale * am_lp.gather(2, nxt[:, None, :].expand(b, t, nxt.shape[1])))
+            blank_lp = (joint * blank_lp + lm_scale * lm_lp[..., blank][:, None, :]
+                        + am_scale * am_lp[..., blank:blank + 1])
     return blank_lp, label_lp
 
 
@@ -90,26 +101,30 @@ def prune_ranges(blank_lp: torch.Tensor, label_lp: torch.Tensor, logit_lengths: 
     """Per frame, the first of ``s_range`` consecutive label positions the pruned joiner scores.
 
     blank_lp, label_lp: (B, T, U+1) log-probs of a (simple) lattice. The gradient of its loss
-    is minus each arc's posterior, so ``|d/d blank| + |d/d label|`` at (t, u) is the
-    probability that the alignment passes node (t, u). Each frame gets the window holding the
-    most of it, then the windows are made a lattice in which every utterance still has a
+    is minus each arc's posterior. Per frame the alignment enters at some u, climbs by label
+    arcs and leaves by the one blank arc; a window [s, s+S) keeps that segment when the blank
+    leaves inside it and the climb did not start below it, so (k2's criterion) each frame gets
+    the window maximising ``sum_{u in window} P(blank at u) - P(label arc (s-1) -> s)``.
+    Then the windows are made a lattice in which every utterance still has a
     path from (0, 0) to (T_b - 1, U_b): starts never decrease, and step by at most
     ``s_range - 1`` from one frame to the next (consecutive windows overlap). Needs
     ``s_range <= U+1`` and ``T_b (s_range - 1) >= U_b`` (see :func:`pruned_window`).
     Returns (B, T) long starts in ``[0, max(U_b + 1 - s_range, 0)]``.
     """
-    with torch.enable_grad():
-        bl = blank_lp.detach().float().requires_grad_()
-        ll = label_lp.detach().float().requires_grad_()
+    # Validation runs under inference mode, where enable_grad alone does not bring autograd back.
+    with torch.inference_mode(False), torch.enable_grad():
+        bl = blank_lp.detach().float().clone().requires_grad_()
+        ll = label_lp.detach().float().clone().requires_grad_()
         loss = two_symbol_rnnt_loss(bl, ll, logit_lengths, target_lengths, reduction="sum")
         g_blank, g_label = torch.autograd.grad(loss, [bl, ll])
-    occ = g_blank.abs() + g_label.abs()  # (B, T, U+1) node occupation
-    b, t, u1 = occ.shape
+    p_blank, p_label = g_blank.abs(), g_label.abs()  # (B, T, U+1) arc posteriors
+    b, t, u1 = p_blank.shape
     s = s_range
-    cs = torch.nn.functional.pad(occ.cumsum(-1), (1, 0))  # (B, T, U+2)
-    window = cs[..., s:] - cs[..., : u1 + 1 - s]  # (B, T, U+2-S): mass of [start, start + S)
-    want = window.argmax(-1)  # (B, T)
-    frames = torch.arange(t, device=occ.device)[None, :]  # (1, T)
+    cs = torch.nn.functional.pad(p_blank.cumsum(-1), (1, 0))  # (B, T, U+2)
+    window = cs[..., s:] - cs[..., : u1 + 1 - s]  # (B, T, U+2-S): blank mass in [start, start + S)
+    below = torch.nn.functional.pad(p_label[..., : u1 - s], (1, 0))  # label arc start-1 -> start
+    want = (window - below).argmax(-1)  # (B, T)
+    frames = torch.arange(t, device=p_blank.device)[None, :]  # (1, T)
     last = (target_lengths.long()[:, None] + 1 - s).clamp_min(0)  # (B, 1): the last valid start
     tb = logit_lengths.long()[:, None]
     # Reachable from (0, 0): start <= t (S-1); the end (T_b - 1, U_b) still reachable:

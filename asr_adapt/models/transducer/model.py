@@ -151,16 +151,18 @@ class TransducerBackbone(Backbone):
             logits = self.joiner(enc_p[:, :, None], dec_p[:, None])  # (B, T, U+1, V)
             return lattice_rnnt_loss(logits, targets, lengths, target_lengths)
         u1 = pred.shape[1]
-        blank_s, label_s = simple_lattice(self.simple_am[pass_name](enc), self.simple_lm(pred), targets)
+        cfg = self.config
+        blank_s, label_s = simple_lattice(self.simple_am[pass_name](enc), self.simple_lm(pred), targets,
+                                          lm_scale=cfg.simple_lm_scale, am_scale=cfg.simple_am_scale)
         simple = two_symbol_rnnt_loss(blank_s, label_s, lengths, target_lengths)
-        s = pruned_window(self.config.prune_range, lengths, target_lengths, u1)
+        s = pruned_window(cfg.prune_range, lengths, target_lengths, u1)
         starts = prune_ranges(blank_s, label_s, lengths, target_lengths, s)  # (B, T)
         idx = starts[:, :, None] + torch.arange(s, device=starts.device)  # (B, T, S)
         b, t, _ = idx.shape
         dec_g = dec_p.gather(1, idx.view(b, t * s, 1).expand(-1, -1, dec_p.shape[-1])).view(b, t, s, -1)
         logp = self.joiner(enc_p[:, :, None], dec_g).float().log_softmax(-1)  # (B, T, S, V)
         pruned = two_symbol_rnnt_loss(*pruned_lattice(logp, targets, starts, u1), lengths, target_lengths)
-        w_simple, w_pruned = pruned_loss_scales(self.config.simple_loss_scale, self.config.prune_warm_steps, step)
+        w_simple, w_pruned = pruned_loss_scales(cfg.simple_loss_scale, cfg.prune_warm_steps, step)
         return w_simple * simple + w_pruned * pruned
 
     def ctc_loss(self, enc, lengths, pass_name, targets, target_lengths) -> torch.Tensor:
