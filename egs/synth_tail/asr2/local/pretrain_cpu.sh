@@ -26,8 +26,9 @@ budget=6900        # seconds of pretraining (training + validation)
 envelope=1.5       # spectral-envelope augmentation amplitude (log-mel nats); empty: none
 precision=auto     # Lightning precision; auto: bf16-mixed where the CPU has bf16 matrix units
                    # (AMX or AVX-512-BF16; RESULTS.md section 3f), else 32-true
-dropout=""         # dropout of the model (empty: the preset's 0.1); 0.0 is 11 % faster per step
-                   # (RESULTS.md section 3g) and a 2-hour run is far from overfitting
+dropout=""         # dropout of the model (empty: the preset's 0.1). 0.0 makes a step 12 % faster
+                   # but stalled on the blank plateau (CER 91 % at step 1,750 against 41 %;
+                   # RESULTS.md section 3g), so the preset's value stays
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
