@@ -81,8 +81,8 @@ def simple_lattice(am: torch.Tensor, lm: torch.Tensor, targets: torch.Tensor, bl
         prod = torch.matmul((am - am_max).exp(), (lm - lm_max).exp().transpose(1, 2))  # (B, T, U+1)
         norm = prod.clamp_min(torch.finfo(prod.dtype).tiny).log() + am_max + lm_max.transpose(1, 2)
         nxt = _next_labels(targets, blank)  # (B, U+1)
-        b, t, _ = am.shape
-        am_label = am.gather(2, nxt[:, None, :].expand(b, t, nxt.shape[1]))  # (B, T, U+1)
+        at_t = nxt[:, None, :].expand(am.shape[0], am.shape[1], nxt.shape[1])  # (B, T, U+1)
+        am_label = am.gather(2, at_t)  # (B, T, U+1)
         lm_label = lm.gather(2, nxt[..., None])[..., 0]  # (B, U+1)
         label_lp = am_label + lm_label[:, None, :] - norm
         blank_lp = am[..., blank:blank + 1] + lm[..., blank][:, None, :] - norm
@@ -90,7 +90,7 @@ def simple_lattice(am: torch.Tensor, lm: torch.Tensor, targets: torch.Tensor, bl
             joint = 1.0 - lm_scale - am_scale
             lm_lp, am_lp = lm.log_softmax(-1), am.log_softmax(-1)
             label_lp = (joint * label_lp + lm_scale * lm_lp.gather(2, nxt[..., None])[..., 0][:, None, :]
-                        + am_scale * am_lp.gather(2, nxt[:, None, :].expand(b, t, nxt.shape[1])))
+                        + am_scale * am_lp.gather(2, at_t))
             blank_lp = (joint * blank_lp + lm_scale * lm_lp[..., blank][:, None, :]
                         + am_scale * am_lp[..., blank:blank + 1])
     return blank_lp, label_lp
