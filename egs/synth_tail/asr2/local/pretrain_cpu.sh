@@ -15,7 +15,8 @@
 #
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
 #   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
-#                                           [--dropout 0.0] [--exp exp_cpu_var]
+#                                           [--dropout 0.0] [--preset-set "prune_range=5"]
+#                                           [--exp exp_cpu_var]
 # (OMP_NUM_THREADS=2: both cores, for a run that has the machine to itself.)
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
@@ -29,6 +30,8 @@ precision=auto     # Lightning precision; auto: bf16-mixed where the CPU has bf1
 dropout=""         # dropout of the model (empty: the preset's 0.1). 0.0 makes a step 12 % faster
                    # but stalled on the blank plateau (CER 91 % at step 1,750 against 41 %;
                    # RESULTS.md section 3g), so the preset's value stays
+preset_set=""      # more preset overrides, "FIELD=VALUE ..." (init-model --set), e.g.
+                   # "prune_range=5" for the pruned transducer loss
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
@@ -60,8 +63,7 @@ synth_extra() {  # synth_extra DIR SEED SPEAKERS ENGINES...: 1,000 more train ut
 phase synthesis_base ./run.sh --pretrain true --stage 0 --stop-stage 0 --data "$data" --exp "$exp" --nj "$nj"
 phase synthesis_voices synth_extra "$voices_data" 7 32 espeak-ng
 phase synthesis_named synth_extra "$named_data" 11 96 espeak-ng espeak-ng-named
-preset_set=""
-[ -n "$dropout" ] && preset_set="dropout=$dropout"
+[ -n "$dropout" ] && preset_set="$preset_set dropout=$dropout"
 phase tokenizer_init ./run.sh --pretrain true --stage 1 --stop-stage 2 --data "$data" --exp "$exp" --preset-set "$preset_set"
 # AdamW's multi-tensor update: on the CPU torch defaults to a Python loop over the ~160
 # parameter tensors (6 % of a step). fused=True would be cheaper still, but Lightning refuses
