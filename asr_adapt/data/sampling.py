@@ -133,21 +133,36 @@ def _split_to_cap(batch: list[int], durations: Sequence[float], cap: float) -> I
         yield part
 
 
-def locale_probabilities(counts: Mapping[str, int], temperature: float = 1.0) -> dict[str, float]:
-    """``p_l ∝ n_l^(1/T)`` over locales with ``n_l > 0``.
+def locale_probabilities(
+    counts: Mapping[str, int], temperature: float = 1.0, weights: Mapping[str, float] | None = None
+) -> dict[str, float]:
+    """``p_l ∝ w_l n_l^(1/T)`` over locales with ``n_l > 0`` (``w_l`` 1 unless given).
+
+    ``weights`` tilt the draw towards locales that need more updates than their share (e.g.
+    the languages with the least regular spelling in a multilingual character model);
+    naming a locale the data lacks is an error, not a silent no-op.
 
     >>> p = locale_probabilities({"en-US": 900, "el-GR": 100}, 1.0); round(p["el-GR"], 6)
     0.1
     >>> locale_probabilities({"en-US": 900, "el-GR": 100}, float("inf"))
     {'en-US': 0.5, 'el-GR': 0.5}
+    >>> p = locale_probabilities({"en-US": 100, "el-GR": 100}, 1.0, {"en-US": 3.0}); round(p["en-US"], 6)
+    0.75
     """
     if not temperature > 0:
         raise ValueError(f"temperature must be > 0 (1 natural, inf uniform), got {temperature}")
+    weights = dict(weights or {})
+    unknown = sorted(set(weights) - set(counts))
+    if unknown:
+        raise ValueError(f"locale weights name locales the training data lacks: {unknown} (have {sorted(counts)})")
+    bad = {k: w for k, w in weights.items() if not (w > 0 and math.isfinite(w))}
+    if bad:
+        raise ValueError(f"locale weights must be finite and > 0, got {bad}")
     live = {k: n for k, n in counts.items() if n > 0}
     if not live:
         raise ValueError("no locale has any utterance")
     # Work in log space: n^(1/T) for large n and small T overflows floats.
-    logw = {k: math.log(n) / temperature for k, n in live.items()}
+    logw = {k: math.log(n) / temperature + math.log(weights.get(k, 1.0)) for k, n in live.items()}
     top = max(logw.values())
     w = {k: math.exp(v - top) for k, v in logw.items()}
     z = sum(w.values())
@@ -166,6 +181,7 @@ class LocaleBalancedSampler(Sampler[int]):
     Args:
         langs: (N,) locale per utterance (``None`` counts as its own locale).
         temperature: ``T``; 1 natural, ``float("inf")`` uniform over locales.
+        weights: per-locale multipliers ``w_l`` of the draw (see :func:`locale_probabilities`).
         num_samples: draws per epoch over all ranks; default ``N``.
         seed: base seed; combined with the epoch from :meth:`set_epoch`.
     """
@@ -178,6 +194,7 @@ class LocaleBalancedSampler(Sampler[int]):
         seed: int = 0,
         rank: int = 0,
         world_size: int = 1,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         _check_rank(rank, world_size)
         self.groups: dict[str | None, np.ndarray] = {}
@@ -186,7 +203,7 @@ class LocaleBalancedSampler(Sampler[int]):
         self.groups = {k: np.asarray(v) for k, v in self.groups.items()}
         order = sorted(self.groups, key=lambda k: (k is None, k or ""))
         self.locales = order
-        probs = locale_probabilities({str(k): len(self.groups[k]) for k in order}, temperature)
+        probs = locale_probabilities({str(k): len(self.groups[k]) for k in order}, temperature, weights)
         self.probs = np.array([probs[str(k)] for k in order])
         self.temperature = temperature
         total = len(langs) if num_samples is None else num_samples

@@ -94,6 +94,7 @@ class ASRDataModule(L.LightningDataModule):
         locales: list[str] | None = None,
         max_batch_seconds: float = 60.0,
         temperature: float = 1.0,
+        locale_weights: dict[str, float] | None = None,
         max_duration: float = 30.0,
         num_workers: int = 1,
         augment: dict[str, Any] | None = None,
@@ -107,6 +108,8 @@ class ASRDataModule(L.LightningDataModule):
             locales: keep only these locales (``None``: all).
             max_batch_seconds: cap on the summed audio duration of a training batch.
             temperature: locale sampling temperature (1 = natural, large = uniform).
+            locale_weights: multipliers of locales' sampling probabilities, e.g.
+                ``{en-US: 2.0}`` draws en-US twice as often as the temperature alone would.
             max_duration: drop training utterances longer than this (seconds).
             augment: waveform augmentation (:class:`AugmentConfig` fields).
             feature_cache: featurise the training set once on the training device and draw
@@ -153,7 +156,8 @@ class ASRDataModule(L.LightningDataModule):
         # Locale-balanced draw (sharded per rank), then bucketed by duration under the seconds cap.
         rank, world = self._rank()
         draw = LocaleBalancedSampler([u.lang for u in self.train_utts], self.hparams.temperature,
-                                     seed=self.hparams.seed, rank=rank, world_size=world)
+                                     seed=self.hparams.seed, rank=rank, world_size=world,
+                                     weights=self.hparams.locale_weights)
         cfg = BucketingConfig(max_seconds=self.hparams.max_batch_seconds, seed=self.hparams.seed)
         return DurationBucketingBatchSampler([u.duration or 1.0 for u in self.train_utts], cfg, index_sampler=draw)
 

@@ -126,6 +126,22 @@ def test_balanced_sampler_draws_by_locale_probability():
     assert sorted(hy[:10]) == list(range(990, 1000))
 
 
+def test_locale_weights_tilt_the_draw_and_reject_typos():
+    counts = {"en": 400, "el": 80, "hy": 20}
+    base = locale_probabilities(counts, 2.0)
+    tilted = locale_probabilities(counts, 2.0, {"hy": 4.0})
+    # Only the ratios involving the weighted locale change, by exactly its weight.
+    assert tilted["hy"] / tilted["en"] == pytest.approx(4.0 * base["hy"] / base["en"])
+    assert tilted["el"] / tilted["en"] == pytest.approx(base["el"] / base["en"])
+    assert locale_probabilities(counts, 2.0, {"en": 1.0, "el": 1.0}) == pytest.approx(base)
+    for bad in ({"fr": 2.0}, {"en": 0.0}, {"en": -1.0}, {"en": float("inf")}):
+        with pytest.raises(ValueError):
+            locale_probabilities(counts, 2.0, bad)
+    langs = ["a"] * 500 + ["b"] * 500
+    s = LocaleBalancedSampler(langs, temperature=1.0, num_samples=8000, seed=0, weights={"b": 3.0})
+    assert Counter(langs[i] for i in s)["b"] / 8000 == pytest.approx(0.75, abs=0.02)
+
+
 def test_balanced_sampler_natural_temperature_and_determinism():
     langs = ["a"] * 300 + ["b"] * 100
     s = LocaleBalancedSampler(langs, temperature=1.0, seed=5)

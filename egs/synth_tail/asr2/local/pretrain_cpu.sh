@@ -16,7 +16,7 @@
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
 #   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
 #                                           [--dropout 0.0] [--preset-set "prune_range=5"]
-#                                           [--exp exp_cpu_var]
+#                                           [--locale-weights "en-US=2 fr-FR=2"] [--exp exp_cpu_var]
 # (OMP_NUM_THREADS=2: both cores, for a run that has the machine to itself.)
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
@@ -32,6 +32,8 @@ dropout=""         # dropout of the model (empty: the preset's 0.1). 0.0 makes a
                    # RESULTS.md section 3g), so the preset's value stays
 preset_set=""      # more preset overrides, "FIELD=VALUE ..." (init-model --set), e.g.
                    # "prune_range=5" for the pruned transducer loss
+locale_weights=""  # multipliers of head locales' sampling probabilities, "LOCALE=W ...", e.g.
+                   # "en-US=2 fr-FR=2" (empty: every head locale drawn alike)
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
@@ -69,6 +71,10 @@ phase tokenizer_init ./run.sh --pretrain true --stage 1 --stop-stage 2 --data "$
 # parameter tensors (6 % of a step). fused=True would be cheaper still, but Lightning refuses
 # gradient clipping with a fused optimizer under mixed precision.
 train_opts="--model.init_args.optimizer.init_args.foreach true"
+if [ -n "$locale_weights" ]; then
+  w=$(printf '%s\n' $locale_weights | sed 's/^\(.*\)=/"\1":/' | paste -sd, -)  # JSON, no spaces: run.sh splits words
+  train_opts="$train_opts --data.locale_weights {$w}"
+fi
 [ -n "$envelope" ] && train_opts="$train_opts --model.init_args.feature_augment {\"spectral_envelope\":$envelope}"
 phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$data" --exp "$exp" \
   --pretrain-steps 1000000 --pretrain-budget "$budget" \
