@@ -28,7 +28,7 @@ from asr_adapt.training.callbacks import ExperimentLock, LocaleCheckpoint, check
 from asr_adapt.training.checkpoint_io import AtomicCheckpointIO
 from asr_adapt.training.datamodule import ASRDataModule
 from asr_adapt.training.module import AdaptationModule
-from asr_adapt.training.pacing import Throughput, TimeBudget
+from asr_adapt.training.pacing import FlushDenormals, Throughput, TimeBudget
 
 USAGE = """usage: asr-adapt train {fit,validate} --config CONFIG.yaml [--resume] [--overwrite] [LightningCLI overrides]
 
@@ -58,6 +58,9 @@ class AdaptCLI(LightningCLI):
         parser.add_argument("--time-budget", type=float, default=None,
                             help="train for this many wall seconds: max_steps and the scheduler's total_steps "
                                  "are fitted to the budget from the measured step rate")
+        parser.add_argument("--flush-denormal", action="store_true",
+                            help="on the CPU, flush denormal floats to zero while fitting: a transducer "
+                                 "step runs 1.2-1.6x faster; results change in the last bits, not in effect")
 
 
 def run_train(argv: list[str]) -> int:
@@ -76,6 +79,8 @@ def run_train(argv: list[str]) -> int:
     trainer, cfg = cli.trainer, cli.config
     if cfg.get("time_budget"):
         trainer.callbacks.append(TimeBudget(cfg["time_budget"]))
+    if cfg.get("flush_denormal"):
+        trainer.callbacks.append(FlushDenormals())
     trainer.strategy.checkpoint_io = AtomicCheckpointIO()
     ckpt_dir = checkpoint_dir(trainer)
     last = ckpt_dir / "last.ckpt"

@@ -9,6 +9,9 @@
   the decay fit inside the budget; it re-plans after every validation. The planned end is
   rounded down to a validation step, so the last step is always validated and checkpointed.
   A run stopped at a step count would end with its learning rate mid-schedule.
+* :class:`FlushDenormals` flushes denormal floats to zero while a CPU run fits: x86 handles
+  them in microcode, and a transducer step makes many (probabilities of very unlikely symbols),
+  which cost 1.2-1.6x per step (egs/synth_tail/asr2/RESULTS.md section 3h).
 """
 
 from __future__ import annotations
@@ -167,3 +170,27 @@ class TimeBudget(_Clocked):
             log.info("time budget %.0f s: %.3f s/step, %.1f s/validation -> max_steps %d (now at %d)",
                      self.seconds, step_s, val_s, total, step)
         self.planned = total
+
+
+class FlushDenormals(Callback):
+    """Flush denormal floats to zero (x86 FTZ/DAZ) from fit start to fit end, on the CPU only.
+
+    Values below ~1.2e-38 (float32) become 0: far below anything a weight, gradient or Adam
+    moment carries meaningfully, so training is unchanged in effect, not bit for bit. GPUs
+    flush in their own kernels; there the setting does nothing, so it is left alone."""
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
+        if pl_module.device.type != "cpu":
+            return
+        self.active = torch.set_flush_denormal(True)
+        if not self.active:
+            log.warning("this CPU cannot flush denormals (no SSE3); training runs without it")
+
+    def on_fit_end(self, trainer: L.Trainer, pl_module) -> None:
+        # The setting is process-wide: leave the process as it was found.
+        if self.active:
+            torch.set_flush_denormal(False)
+            self.active = False

@@ -15,7 +15,7 @@ from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.training.cli import run_train
 from asr_adapt.training.datamodule import ASRDataModule
 from asr_adapt.training.feature_bank import FeatureBank
-from asr_adapt.training.pacing import TimeBudget
+from asr_adapt.training.pacing import FlushDenormals, TimeBudget
 from asr_adapt.training.schedulers import WarmupCosine
 from tests.training.helpers import tiny_foundation
 
@@ -109,12 +109,32 @@ def test_pretraining_with_feature_cache_and_time_budget_ends_on_a_validated_step
     exp = root / "exp_budget"
     # A tiny budget: the plan after calibration cannot fit another validation interval, so the
     # run stops at the next validated step instead of running to max_steps.
-    assert run_train(["fit", "--config", str(conf), "--trainer.default_root_dir", str(exp), "--time-budget", "0.5"]) == 0
+    assert run_train(["fit", "--config", str(conf), "--trainer.default_root_dir", str(exp), "--time-budget", "0.5",
+                      "--flush-denormal"]) == 0
+    assert _denormals_kept()  # the process-wide setting is restored when fitting ends
     history = [yaml.safe_load(line) for line in (exp / "checkpoints" / "history.jsonl").read_text().splitlines()]
     last = history[-1]["step"]
     assert last % 3 == 0 and last < 10_000
     ckpt = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
     assert ckpt["lr_schedulers"][0]["total_steps"] == last  # the schedule was fitted to the budget
+
+
+def _denormals_kept() -> bool:
+    tiny = torch.tensor([1e-40], dtype=torch.float64).float()  # a float32 denormal
+    return bool((tiny * 1.0).item() != 0.0)
+
+
+def test_flush_denormals_acts_on_cpu_fits_only_and_restores_the_process():
+    cb = FlushDenormals()
+    assert _denormals_kept()
+    cb.on_fit_start(None, types.SimpleNamespace(device=torch.device("cpu")))
+    try:
+        assert cb.active and not _denormals_kept()
+    finally:
+        cb.on_fit_end(None, None)
+    assert _denormals_kept() and not cb.active
+    cb.on_fit_start(None, types.SimpleNamespace(device=torch.device("meta")))  # not the CPU: left alone
+    assert not cb.active and _denormals_kept()
 
 
 def _fake_trainer(step: int, every: int, scheduler) -> types.SimpleNamespace:

@@ -16,7 +16,8 @@
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
 #   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
 #                                           [--dropout 0.0] [--preset-set "prune_range=5"]
-#                                           [--locale-weights "en-US=2 fr-FR=2"] [--exp exp_cpu_var]
+#                                           [--locale-weights "en-US=2 fr-FR=2"] [--flush-denormal true]
+#                                           [--exp exp_cpu_var]
 # (OMP_NUM_THREADS=2: both cores, for a run that has the machine to itself.)
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
@@ -34,6 +35,8 @@ preset_set=""      # more preset overrides, "FIELD=VALUE ..." (init-model --set)
                    # "prune_range=5" for the pruned transducer loss
 locale_weights=""  # multipliers of head locales' sampling probabilities, "LOCALE=W ...", e.g.
                    # "en-US=2 fr-FR=2" (empty: every head locale drawn alike)
+flush_denormal=true  # flush denormal floats to zero while training: 1.2-1.6x per step
+                   # (RESULTS.md section 3h); false reproduces sections 3b-3h bit for bit
 nj=1               # synthesis processes
 data=data
 voices_data=data_voices
@@ -75,6 +78,7 @@ if [ -n "$locale_weights" ]; then
   w=$(printf '%s\n' $locale_weights | sed 's/^\(.*\)=/"\1":/' | paste -sd, -)  # JSON, no spaces: run.sh splits words
   train_opts="$train_opts --data.locale_weights {$w}"
 fi
+[ "$flush_denormal" = true ] && train_opts="$train_opts --flush-denormal"
 [ -n "$envelope" ] && train_opts="$train_opts --model.init_args.feature_augment {\"spectral_envelope\":$envelope}"
 phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$data" --exp "$exp" \
   --pretrain-steps 1000000 --pretrain-budget "$budget" \
