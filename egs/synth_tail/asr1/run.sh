@@ -35,6 +35,9 @@ beam=1                  # beam size of the test decodes (decode dirs and score n
 synth_args=""           # extra `asr-adapt synth` options, e.g. "--engines all --holdout-engine festival --variety wide"
 batch_seconds=40
 student_steps=150       # noisy-student steps per generation (starts from the teacher's adapters)
+student_lr=5e-4         # the student's peak learning rate (empty: its adapter recipe's, LDA 2e-3). A
+                        # quarter of LDA's: at 2e-3 the re-warmed student first undoes its teacher;
+                        # chosen on dev (macro 55.56 against 56.36, RESULTS.md "continued (2)")
 val_every=50
 data=data
 exp=exp
@@ -71,7 +74,8 @@ train_conf="--config conf/train.yaml ${trainer_conf:+--config $trainer_conf} --t
   --data.locales $tail_list --data.dev [$data/dev] --data.max_batch_seconds $batch_seconds \
   --model.init_args.lr_scheduler.init_args.total_steps $max_steps"
 student_conf="--trainer.max_steps $student_steps --trainer.val_check_interval $((student_steps / 2)) \
-  --model.init_args.lr_scheduler.init_args.total_steps $student_steps"
+  --model.init_args.lr_scheduler.init_args.total_steps $student_steps \
+  ${student_lr:+--model.init_args.optimizer.init_args.lr $student_lr}"
 mkdir -p "$exp"
 log "quick=$quick tail=[$tail_locales] head=[$head_locales] adapters=[$adapters] steps=$max_steps"
 
