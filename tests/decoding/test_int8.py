@@ -121,9 +121,10 @@ def test_int8_decoder_converts_the_decoder_only_and_leaves_the_encoder_exact(tok
 @pytest.mark.parametrize("kernel", ["fbgemm", "onednn"])
 def test_int8_decodes_as_the_float32_path(tokenizer, kernel, monkeypatch):
     """Greedy and beam: every clip's hypothesis under each reduced-precision type equals the
-    float32 one (the logits differ by < 5 %, less than this model's margins between its top
-    tokens). One exception: under oneDNN's int8 weights (rounded to 127 steps, fbgemm's to
-    127.5) one beam of this random model is a near-tie that flips, so there one row may differ."""
+    float32 one (the logits differ by < 5 %, mostly less than this random model's margins between
+    its top tokens). Where a row is a near-tie, the rounding may flip it, and how depends on the
+    CPU's int8 kernels (oneDNN's weights round to 127 steps, fbgemm's to 127.5; AMD and Intel
+    differ): so one row of the three may differ, if both paths score alike."""
     monkeypatch.setattr(whisper_compute, "default_int8_kernel", lambda: kernel)
     ref = _model(tokenizer)
     wavs = clips()
@@ -133,9 +134,12 @@ def test_int8_decodes_as_the_float32_path(tokenizer, kernel, monkeypatch):
         for opts in (decoding_options(q, max_new_tokens=6), decoding_options(q, max_new_tokens=6, beam_size=2)):
             want = transcribe_batch(ref, wavs, ["en", "de", None], opts, route=None)
             got = transcribe_batch(q, wavs, ["en", "de", None], opts, route=None)
-            equal = [g.tokens == w.tokens for g, w in zip(got, want)]
-            near_tie = kernel == "onednn" and compute_type == "int8" and opts.beam_size > 1
-            assert sum(equal) >= len(wavs) - near_tie, (compute_type, opts.beam_size, equal)
+            differ = [(g.avg_logprob, w.avg_logprob) for g, w in zip(got, want) if g.tokens != w.tokens]
+            # At most one row may differ, and only as a near-tie: the reduced-precision model found
+            # a path it scores about as the float32 model scores its own (a broken kernel's paths
+            # score far lower, and differ in every row).
+            assert len(differ) <= 1, (compute_type, opts.beam_size, differ)
+            assert all(abs(g - w) <= 0.02 * abs(w) for g, w in differ), (compute_type, opts.beam_size, differ)
             assert all(h.tokens for h in got)
 
 
