@@ -194,3 +194,6 @@ class FlushDenormals(Callback):
         if self.active:
             torch.set_flush_denormal(False)
             self.active = False
+
+    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
+        self.on_fit_end(trainer, pl_module)  # an interrupted fit restores the process too
