@@ -14,11 +14,14 @@
 #   4. export of the best checkpoint (stage 6), test decode in both modes, CER tables.
 #
 # Usage (from egs/synth_tail/asr2; one thread, so it can run beside other work):
-#   OMP_NUM_THREADS=1 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
-#                                           [--dropout 0.0] [--preset-set "prune_range=5"]
-#                                           [--locale-weights "en-US=2 fr-FR=2"] [--flush-denormal true]
-#                                           [--exp exp_cpu_var]
-# (OMP_NUM_THREADS=2: both cores, for a run that has the machine to itself.)
+#   OMP_NUM_THREADS=2 local/pretrain_cpu.sh [--budget 6900] [--envelope 1.5] [--precision auto]
+#                                           [--dropout 0.0] [--preset-set "context_size=4 prune_range=5"]
+#                                           [--locale-weights "en-US=3 fr-FR=2.5 pl-PL=1.25"]
+#                                           [--flush-denormal true] [--beam-size 4] [--exp exp_cpu_var]
+# (OMP_NUM_THREADS=2: both cores, for a run that has the machine to itself, as in RESULTS.md
+# section 3j; OMP_NUM_THREADS=1 leaves a core for other work at about half the steps.)
+# The defaults are section 3j's run. Sections 3b-3i: --locale-weights "" --preset-set ""
+# --beam-size 1 (and --flush-denormal false before 3i).
 # Phase wall times go to $exp/timings.tsv.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,10 +34,14 @@ precision=auto     # Lightning precision; auto: bf16-mixed where the CPU has bf1
 dropout=""         # dropout of the model (empty: the preset's 0.1). 0.0 makes a step 12 % faster
                    # but stalled on the blank plateau (CER 91 % at step 1,750 against 41 %;
                    # RESULTS.md section 3g), so the preset's value stays
-preset_set=""      # more preset overrides, "FIELD=VALUE ..." (init-model --set), e.g.
-                   # "prune_range=5" for the pruned transducer loss
-locale_weights=""  # multipliers of head locales' sampling probabilities, "LOCALE=W ...", e.g.
-                   # "en-US=2 fr-FR=2" (empty: every head locale drawn alike)
+preset_set="context_size=4"  # more preset overrides, "FIELD=VALUE ..." (init-model --set). The
+                   # stateless predictor sees 4 characters instead of the preset's 2 (section 3j);
+                   # add "prune_range=5" for the pruned transducer loss (section 3h)
+locale_weights="en-US=3 fr-FR=2.5 pl-PL=1.25"  # multipliers of head locales' sampling
+                   # probabilities, "LOCALE=W ..." (empty: every head locale drawn alike): the
+                   # locales with the least regular spelling drawn more often (sections 3i, 3j)
+beam_size=4        # full-context test/dev decodes with beam search as well (1: greedy only;
+                   # chosen on dev in section 3j: head macro 11.95 against 12.43 greedy)
 flush_denormal=true  # flush denormal floats to zero while training: 1.2-1.6x per step
                    # (RESULTS.md section 3h); false reproduces sections 3b-3h bit for bit
 nj=1               # synthesis processes
@@ -86,5 +93,5 @@ phase pretraining ./run.sh --pretrain true --stage 5 --stop-stage 5 --data "$dat
 phase export ./run.sh --pretrain true --stage 6 --stop-stage 6 --data "$data" --exp "$exp"
 
 # Test (both modes) and dev decodes, CER tables and timings: the GPU recipe's decode step, on the CPU.
-local/pretrain_gpu.sh --decode-only true --device cpu --data "$data" --exp "$exp"
+local/pretrain_gpu.sh --decode-only true --device cpu --data "$data" --exp "$exp" --beam-size "$beam_size"
 python3 local/voice_cer.py "$data/test" "$exp/foundation_test_full" "$exp/foundation_test_streaming"

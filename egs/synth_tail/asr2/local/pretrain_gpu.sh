@@ -14,10 +14,12 @@
 #
 # Usage (from egs/synth_tail/asr2):
 #   local/pretrain_gpu.sh [--budget 390 | --steps 3000] [--envelope 1.5] [--engines "espeak-ng espeak-ng-named"]
-#                         [--nj 16] [--exp exp_gpu]
+#                         [--nj 16] [--beam-size 4] [--exp exp_gpu]
 # --steps fixes the step count (and the LR schedule) instead of fitting it to a wall-clock budget:
 # the same command then trains the same schedule on any GPU (what a reproduction needs).
 # --envelope A trains with the random spectral-envelope augmentation from step 0 (amplitude A).
+# --beam-size N > 1 also decodes dev and test in full context with beam search of N hypotheses
+# (columns foundation-full-beamN / foundation-dev-full-beamN); the greedy tables stay as they were.
 # Timings of each phase go to $exp/timings.tsv; steps/s and GPU utilisation to the training log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,6 +30,7 @@ steps=""            # fixed step count (overrides --budget)
 envelope=""         # spectral-envelope augmentation amplitude (log-mel nats); empty: none
 warmup=300
 decode_only=false   # true: only decode + score an exported $exp/foundation (e.g. after a timeout)
+beam_size=1         # >1: full-context decodes with beam search as well (the first pass streams greedily)
 nj=16               # synthesis processes
 train_utts=6000
 train_speakers=32
@@ -81,8 +84,21 @@ decode_test() {
     --model "$exp/foundation" --device "$device" --mode full --no-progress
   asr-adapt score "$data/dev" "$exp/foundation_dev_full" --name "foundation-dev-full" -o "$exp/foundation_dev_score" \
     --no-plots > /dev/null
+  [ "$beam_size" -gt 1 ] || return 0
+  local split
+  for split in test dev; do
+    local out="$exp/foundation_${split}_full_beam$beam_size" name="foundation-full-beam$beam_size" sc=$score
+    [ $split = dev ] && name="foundation-dev-full-beam$beam_size" && sc="$exp/foundation_dev_score"
+    asr-adapt decode "$data/$split" -o "$out" --backbone transducer --model "$exp/foundation" --device "$device" \
+      --mode full --beam-size "$beam_size" --no-progress
+    asr-adapt score "$data/$split" "$out" --name "$name" -o "$sc" --no-plots > /dev/null
+  done
 }
 phase test_decode decode_test
-python3 local/cer_table.py "$score" --systems foundation-full foundation-streaming | tee "$score/cer-table.md"
-python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full | tee "$exp/foundation_dev_score/cer-table.md"
+beam_cols=""
+[ "$beam_size" -gt 1 ] && beam_cols="-beam$beam_size"
+python3 local/cer_table.py "$score" --systems foundation-full foundation-streaming ${beam_cols:+foundation-full$beam_cols} \
+  | tee "$score/cer-table.md"
+python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full ${beam_cols:+foundation-dev-full$beam_cols} \
+  | tee "$exp/foundation_dev_score/cer-table.md"
 cat "$timings"
