@@ -4,8 +4,9 @@ Two modes (thin wrappers over :mod:`asr_adapt.training.foundation`):
 
 * init:   ``--preset small --tokenizer DIR --cmvn-data data/train -o DIR`` writes a randomly
           initialised model with global CMVN statistics, ready for full-finetune pretraining;
-* export: ``--from-checkpoint CKPT`` or ``--from-experiment EXP [--pick best|last]`` with
-          ``--init-dir DIR -o OUT`` turns a pretraining checkpoint back into a model directory.
+* export: ``--from-checkpoint CKPT`` or ``--from-experiment EXP [--pick best|last] [--avg N]``
+          with ``--init-dir DIR -o OUT`` turns a pretraining checkpoint (or the average of N
+          consecutive ones) back into a model directory.
 """
 
 from __future__ import annotations
@@ -45,6 +46,9 @@ def register(subparsers) -> None:
     src.add_argument("--from-checkpoint", metavar="CKPT", help="full-finetune checkpoint to export")
     src.add_argument("--from-experiment", metavar="EXP", help="pretraining experiment dir; see --pick")
     exp.add_argument("--pick", default="best", help="best (lowest macro dev CER, default) | last")
+    exp.add_argument("--avg", type=int, default=1, metavar="N",
+                     help="with --from-experiment: average the weights of N validation checkpoints, the "
+                          "picked one and the N-1 before it (checkpoint averaging; default 1: none)")
     exp.add_argument("--init-dir", metavar="DIR", help="the model directory pretraining started from "
                      "(its buffers, e.g. CMVN, are not in checkpoints)")
     p.set_defaults(func=run)
@@ -63,9 +67,12 @@ def run(args: argparse.Namespace) -> int:
                 return _fail("export needs --init-dir (the directory pretraining started from)")
             if args.pick not in fd.PICKS:
                 return _fail(f"unknown --pick {args.pick!r}; known: {', '.join(fd.PICKS.names())}")
+            if args.avg != 1 and not args.from_experiment:
+                return _fail("--avg needs --from-experiment (the run's validation history orders its checkpoints)")
             ckpt = Path(args.from_checkpoint) if args.from_checkpoint else fd.pick_checkpoint(args.from_experiment, args.pick)
-            model = fd.export_checkpoint(ckpt, args.init_dir, out, family=args.backbone)
-            what = f"exported {ckpt}"
+            ckpts = fd.averaging_window(args.from_experiment, ckpt, args.avg) if args.avg != 1 else [ckpt]
+            model = fd.export_checkpoint(ckpts, args.init_dir, out, family=args.backbone)
+            what = f"exported {ckpt}" + (f" averaged with the {args.avg - 1} before it" if args.avg > 1 else "")
         else:
             if not (args.tokenizer and args.cmvn_data):
                 return _fail("init needs --tokenizer and --cmvn-data (or use --from-checkpoint/--from-experiment)")

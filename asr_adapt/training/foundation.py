@@ -25,7 +25,7 @@ import json
 import logging
 import math
 import random
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,16 +144,41 @@ def checkpoint_state(ckpt_path: str | Path) -> tuple[dict[str, torch.Tensor], di
     return state, {"global_step": ckpt.get("global_step"), "model": hp.get("model")}
 
 
-def export_checkpoint(ckpt_path: str | Path, init_dir: str | Path, out: str | Path,
+def average_states(ckpt_paths: Sequence[str | Path]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Element-wise mean of the backbone parameters of several full-finetune checkpoints.
+
+    Checkpoint averaging (icefall's ``--avg``, ESPnet's ``average_checkpoints``): the mean of
+    the weights along the end of a run sits nearer the middle of the basin than any one of
+    them. Floating tensors are summed in float64 and cast back; other tensors (integer
+    counters) come from the last checkpoint, whose metadata is returned.
+    """
+    if not ckpt_paths:
+        raise ValueError("no checkpoints to average")
+    first, meta = checkpoint_state(ckpt_paths[0])
+    total = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
+    for path in ckpt_paths[1:]:
+        state, meta = checkpoint_state(path)
+        if state.keys() != total.keys():
+            raise ValueError(f"{path} holds other tensors than {ckpt_paths[0]}: not the same model")
+        for k, v in state.items():
+            total[k] = total[k] + v.double() if v.is_floating_point() else v
+    n = len(ckpt_paths)
+    return {k: (v / n).to(first[k].dtype) if first[k].is_floating_point() else v for k, v in total.items()}, meta
+
+
+def export_checkpoint(ckpt_path: str | Path | Sequence[str | Path], init_dir: str | Path, out: str | Path,
                       family: str = "transducer") -> torch.nn.Module:
     """Load ``init_dir``, overwrite every parameter from ``ckpt_path``, save to ``out``.
 
-    Every parameter of the model must be in the checkpoint, and nothing else: a mismatch
-    means the checkpoint belongs to another architecture or tokenizer.
+    ``ckpt_path`` may be a list of checkpoints of one run: their weights are averaged
+    (:func:`average_states`). Every parameter of the model must be in the checkpoint, and
+    nothing else: a mismatch means the checkpoint belongs to another architecture or tokenizer.
     """
     from asr_adapt.loading import load_model as load_backbone
 
-    state, meta = checkpoint_state(ckpt_path)
+    paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
+    state, meta = average_states(paths)
+    ckpt_path = paths[-1]
     model = load_backbone(family, str(init_dir))
     params = {n for n, _ in model.named_parameters()}
     missing, unexpected = params - set(state), set(state) - set(model.state_dict())
@@ -165,8 +190,11 @@ def export_checkpoint(ckpt_path: str | Path, init_dir: str | Path, out: str | Pa
     # strict=False: the buffers not in the checkpoint keep the init directory's values.
     model.load_state_dict(state, strict=False)
     model.save_pretrained(out)
-    _write_provenance(out, {"made_by": "export", "checkpoint": str(ckpt_path), "step": meta["global_step"],
-                            "init_dir": str(init_dir), "parameters": count_parameters(model)})
+    record = {"made_by": "export", "checkpoint": str(ckpt_path), "step": meta["global_step"],
+              "init_dir": str(init_dir), "parameters": count_parameters(model)}
+    if len(paths) > 1:
+        record["averaged"] = [str(p) for p in paths]
+    _write_provenance(out, record)
     return model
 
 
@@ -204,6 +232,32 @@ def pick_checkpoint(exp: str | Path, policy: str = "best") -> Path:
     if not path.exists():
         raise FileNotFoundError(f"{path} (picked by {policy!r}) does not exist")
     return path
+
+
+def averaging_window(exp: str | Path, ckpt: str | Path, n: int) -> list[Path]:
+    """``ckpt`` and the ``n - 1`` validation checkpoints before it, oldest first.
+
+    The window ends at the chosen checkpoint (``last.ckpt`` stands for the final validation),
+    as icefall's ``--epoch E --avg N`` does; it refuses a window the run did not keep.
+    """
+    from asr_adapt.training.ckpt_merge import load_history
+
+    if n < 1:
+        raise ValueError(f"--avg must be >= 1, got {n}")
+    exp, ckpt = Path(exp), Path(ckpt)
+    names = [r["ckpt"] for r in load_history(exp)]
+    end = len(names) - 1 if ckpt.name == "last.ckpt" else names.index(ckpt.name) if ckpt.name in names else None
+    if end is None:
+        raise ValueError(f"{ckpt} is not a validation checkpoint of {exp}")
+    if end + 1 < n:
+        raise ValueError(f"--avg {n}: only {end + 1} validation checkpoints up to {ckpt.name} in {exp}")
+    paths = [exp / "checkpoints" / name for name in names[end - n + 1: end + 1]]
+    if ckpt.name == "last.ckpt":
+        paths[-1] = ckpt
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"--avg {n} needs checkpoints the run did not keep: {', '.join(missing)}")
+    return paths
 
 
 def _write_provenance(out: str | Path, record: dict) -> None:

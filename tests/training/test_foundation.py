@@ -107,6 +107,60 @@ def test_pick_best_uses_macro_cer(tmp_path):
         fd.pick_checkpoint(tmp_path, "nope")
 
 
+def _run_with_checkpoints(tmp_path, pretrained, n: int):
+    """An experiment dir whose ``n`` validation checkpoints are the fixture's, each weight
+    offset by its index (step 10 * (i + 1))."""
+    _, _, exp = pretrained
+    ck = torch.load(exp / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    ckpt_dir = tmp_path / "run" / "checkpoints"
+    ckpt_dir.mkdir(parents=True)
+    rows = []
+    for i in range(n):
+        c = dict(ck, global_step=10 * (i + 1),
+                 state_dict={k: v + i if v.is_floating_point() else v for k, v in ck["state_dict"].items()})
+        name = f"step{10 * (i + 1)}.ckpt"
+        torch.save(c, ckpt_dir / name)
+        rows.append({"step": 10 * (i + 1), "ckpt": name, "locales": {"en-US": {"wer": 50.0, "cer": 20.0 - i}}})
+    (ckpt_dir / "history.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    torch.save(torch.load(ckpt_dir / rows[-1]["ckpt"], weights_only=False), ckpt_dir / "last.ckpt")
+    return tmp_path / "run", ck["state_dict"]
+
+
+def test_checkpoint_averaging_exports_the_mean_of_a_window(tmp_path, pretrained):
+    _, init_dir, _ = pretrained
+    run, base = _run_with_checkpoints(tmp_path, pretrained, 4)
+    best = fd.pick_checkpoint(run, "best")
+    assert best.name == "step40.ckpt"
+    window = fd.averaging_window(run, best, 3)
+    assert [p.name for p in window] == ["step20.ckpt", "step30.ckpt", "step40.ckpt"]
+    assert [p.name for p in fd.averaging_window(run, run / "checkpoints" / "last.ckpt", 2)] == \
+        ["step30.ckpt", "last.ckpt"]
+    model = fd.export_checkpoint(window, init_dir, tmp_path / "avg")
+    # Offsets 1, 2, 3 average to 2: the mean of the window, not any one checkpoint.
+    state = model.state_dict()
+    for name, _ in model.named_parameters():
+        torch.testing.assert_close(state[name], base["backbone." + name] + 2, rtol=0, atol=1e-6)
+    assert fd.read_provenance(tmp_path / "avg")["averaged"] == [str(p) for p in window]
+    with pytest.raises(ValueError, match="only 4 validation checkpoints"):
+        fd.averaging_window(run, best, 5)
+
+
+def test_cli_export_with_avg(tmp_path, pretrained):
+    _, init_dir, _ = pretrained
+    run, base = _run_with_checkpoints(tmp_path, pretrained, 3)
+    out = tmp_path / "cli_avg"
+    assert cli_main(["init-model", "--from-experiment", str(run), "--avg", "2", "--init-dir", str(init_dir),
+                     "-o", str(out)]) == 0
+    model = TransducerBackbone.from_pretrained(out)
+    name = next(n for n, _ in model.named_parameters())
+    torch.testing.assert_close(model.state_dict()[name], base["backbone." + name] + 1.5, rtol=0, atol=1e-6)
+    # The history orders the checkpoints; a lone checkpoint has none to average with.
+    assert cli_main(["init-model", "--from-checkpoint", str(run / "checkpoints" / "step10.ckpt"), "--avg", "2",
+                     "--init-dir", str(init_dir), "-o", str(tmp_path / "x")]) == 2
+    assert cli_main(["init-model", "--from-experiment", str(run), "--avg", "4", "--init-dir", str(init_dir),
+                     "-o", str(tmp_path / "y")]) == 2
+
+
 def test_cli_init_and_export(pretrained, capsys):
     root, init_dir, exp = pretrained
     out = root / "cli_init"
