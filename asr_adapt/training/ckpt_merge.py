@@ -253,9 +253,16 @@ def assemble_state(
     out = dict(state(shared_from))
     for loc, ch in choices.items():
         for key in locale_keys.get(loc, ()):
-            tensors = [state(c)[key] for c in ch.ckpts]
-            out[key] = tensors[0] if len(tensors) == 1 else torch.stack([t.float() for t in tensors]).mean(0).to(tensors[0].dtype)
+            out[key] = mean_tensors([state(c)[key] for c in ch.ckpts])
     return out
+
+
+def mean_tensors(tensors: list[torch.Tensor]) -> torch.Tensor:
+    """Element-wise mean of one parameter across checkpoints, in its own dtype; a single
+    tensor comes back as it is, and a non-floating one (a counter) from the last checkpoint."""
+    if len(tensors) == 1 or not tensors[0].is_floating_point():
+        return tensors[-1]
+    return torch.stack([t.float() for t in tensors]).mean(0).to(tensors[0].dtype)
 
 
 def plot_curves(hist: History, choices: dict[str, Choice], out_png: str | Path, metric: str = "wer") -> None:

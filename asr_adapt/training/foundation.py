@@ -149,21 +149,19 @@ def average_states(ckpt_paths: Sequence[str | Path]) -> tuple[dict[str, torch.Te
 
     Checkpoint averaging (icefall's ``--avg``, ESPnet's ``average_checkpoints``): the mean of
     the weights along the end of a run sits nearer the middle of the basin than any one of
-    them. Floating tensors are summed in float64 and cast back; other tensors (integer
-    counters) come from the last checkpoint, whose metadata is returned.
+    them. Tensors are averaged as the adapter merge averages them (:func:`mean_tensors`); the
+    metadata is the last checkpoint's.
     """
+    from asr_adapt.training.ckpt_merge import mean_tensors
+
     if not ckpt_paths:
         raise ValueError("no checkpoints to average")
-    first, meta = checkpoint_state(ckpt_paths[0])
-    total = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
-    for path in ckpt_paths[1:]:
-        state, meta = checkpoint_state(path)
-        if state.keys() != total.keys():
+    loaded = [checkpoint_state(p) for p in ckpt_paths]
+    states = [state for state, _ in loaded]
+    for path, state in zip(ckpt_paths[1:], states[1:]):
+        if state.keys() != states[0].keys():
             raise ValueError(f"{path} holds other tensors than {ckpt_paths[0]}: not the same model")
-        for k, v in state.items():
-            total[k] = total[k] + v.double() if v.is_floating_point() else v
-    n = len(ckpt_paths)
-    return {k: (v / n).to(first[k].dtype) if first[k].is_floating_point() else v for k, v in total.items()}, meta
+    return {k: mean_tensors([st[k] for st in states]) for k in states[0]}, loaded[-1][1]
 
 
 def export_checkpoint(ckpt_path: str | Path | Sequence[str | Path], init_dir: str | Path, out: str | Path,
@@ -178,19 +176,18 @@ def export_checkpoint(ckpt_path: str | Path | Sequence[str | Path], init_dir: st
 
     paths = [ckpt_path] if isinstance(ckpt_path, (str, Path)) else list(ckpt_path)
     state, meta = average_states(paths)
-    ckpt_path = paths[-1]
     model = load_backbone(family, str(init_dir))
     params = {n for n, _ in model.named_parameters()}
     missing, unexpected = params - set(state), set(state) - set(model.state_dict())
     if missing or unexpected:
-        raise ValueError(f"{ckpt_path} does not fit {init_dir}: {len(missing)} parameters missing "
+        raise ValueError(f"{paths[-1]} does not fit {init_dir}: {len(missing)} parameters missing "
                          f"(e.g. {sorted(missing)[:2]}), {len(unexpected)} unexpected (e.g. {sorted(unexpected)[:2]})")
     for name in sorted(set(state) - params):
         log.info("checkpoint also sets buffer %s", name)
     # strict=False: the buffers not in the checkpoint keep the init directory's values.
     model.load_state_dict(state, strict=False)
     model.save_pretrained(out)
-    record = {"made_by": "export", "checkpoint": str(ckpt_path), "step": meta["global_step"],
+    record = {"made_by": "export", "checkpoint": str(paths[-1]), "step": meta["global_step"],
               "init_dir": str(init_dir), "parameters": count_parameters(model)}
     if len(paths) > 1:
         record["averaged"] = [str(p) for p in paths]
@@ -246,8 +243,11 @@ def averaging_window(exp: str | Path, ckpt: str | Path, n: int) -> list[Path]:
         raise ValueError(f"--avg must be >= 1, got {n}")
     exp, ckpt = Path(exp), Path(ckpt)
     names = [r["ckpt"] for r in load_history(exp)]
-    end = len(names) - 1 if ckpt.name == "last.ckpt" else names.index(ckpt.name) if ckpt.name in names else None
-    if end is None:
+    if ckpt.name == "last.ckpt":
+        end = len(names) - 1
+    elif ckpt.name in names:
+        end = names.index(ckpt.name)
+    else:
         raise ValueError(f"{ckpt} is not a validation checkpoint of {exp}")
     if end + 1 < n:
         raise ValueError(f"--avg {n}: only {end + 1} validation checkpoints up to {ckpt.name} in {exp}")
