@@ -39,6 +39,11 @@ def register(subparsers) -> None:
     p.add_argument("--mode", choices=("full", "streaming"), default=None,
                    help="transducer: full (second pass, default) or streaming (first pass, chunked)")
     p.add_argument("--chunk-ms", type=int, default=None, help="transducer: streaming chunk size in ms (default 320)")
+    p.add_argument("--lm", default=None, metavar="DIR",
+                   help="transducer, beam search: fuse each utterance's locale LM from DIR (`asr-adapt lm train`)")
+    p.add_argument("--lm-weight", type=float, default=None, help="transducer: LM weight in shallow fusion (default 0.5)")
+    p.add_argument("--lm-bonus", type=float, default=None,
+                   help="transducer: score added per emitted token under fusion (default 1.0)")
     p.add_argument("--format", default="txt,jsonl",
                    help="comma-separated outputs: txt,jsonl,kaldi,srt,vtt,tsv (hyp.jsonl is always written)")
     p.add_argument("--device", default="cpu", help="torch device (cpu, cuda, cuda:1)")
@@ -178,7 +183,8 @@ def _family_overrides(family: str, args) -> dict:
     known = {f.name for f in dataclasses.fields(DECODERS.get(family).options)}
     wanted = {"beam_size": args.beam_size, "context": args.context, "task": args.task}
     explicit = {"min_window_s": args.min_window, "fallback": args.fallback, "max_new_tokens": args.max_new_tokens,
-                "mode": args.mode, "chunk_ms": args.chunk_ms}
+                "mode": args.mode, "chunk_ms": args.chunk_ms, "lm": args.lm, "lm_weight": args.lm_weight,
+                "lm_bonus": args.lm_bonus}
     explicit = {k: v for k, v in explicit.items() if v is not None}
     unknown = sorted(k for k in explicit if k not in known)
     if unknown:

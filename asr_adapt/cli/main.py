@@ -28,6 +28,7 @@ COMMAND_MODULES = [
     "asr_adapt.cli.merge",
     "asr_adapt.cli.stream_eval",
     "asr_adapt.cli.tokenizer",
+    "asr_adapt.cli.lm",
     "asr_adapt.cli.init_model",
     "asr_adapt.cli.serve",
     "asr_adapt.cli.stream",

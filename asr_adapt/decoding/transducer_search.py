@@ -26,6 +26,7 @@ import numpy as np
 import torch
 
 from asr_adapt import routing
+from asr_adapt.decoding import token_lm
 from asr_adapt.models.base import Hypothesis
 from asr_adapt.registry import Registry
 
@@ -57,6 +58,14 @@ class TransducerDecodingOptions:
         "help": "chunks of left context the first pass attends to; -1: unlimited"})
     max_symbols_per_frame: int = field(default=3, metadata={
         "help": "greedy and beam: cap on tokens emitted at one frame (guards against a stuck non-blank loop)"})
+    lm: str | None = field(default=None, metadata={
+        "help": "directory of per-locale token n-gram LMs (LOCALE.json, `asr-adapt lm train`) fused into beam "
+                "search (shallow fusion); rows whose locale has no LM decode without one"})
+    # Both chosen on the synthetic head locales' dev set with a 6-gram character LM
+    # (egs/synth_tail/asr2/RESULTS.md section 3k); without a bonus the LM deletes characters.
+    lm_weight: float = field(default=0.5, metadata={"help": "shallow fusion: weight of the LM's log-probability"})
+    lm_bonus: float = field(default=1.0, metadata={
+        "help": "shallow fusion: added per emitted token (offsets the LM's preference for short outputs)"})
 
     def __post_init__(self) -> None:
         DECODE_MODES.get(self.mode)  # raises with the list of known names
@@ -73,6 +82,10 @@ class TransducerDecodingOptions:
             raise ValueError("left_context_chunks must be -1 (unlimited) or >= 0")
         if self.max_symbols_per_frame < 1:
             raise ValueError("max_symbols_per_frame must be >= 1")
+        if self.lm is not None and self.method == "greedy":
+            raise ValueError("LM fusion needs beam search: set method='beam' (--beam-size > 1)")
+        if self.lm_weight < 0:
+            raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
 
     def chunk_frames(self, frame_ms: int) -> int:
         """Chunk size in encoder frames of ``frame_ms`` each; -1 for full attention."""
@@ -187,35 +200,72 @@ class _Beam:
     times: list[float]
 
 
+@dataclass(frozen=True)
+class Fusion:
+    """Shallow fusion of one utterance's search with its locale's token LM.
+
+    An emitted token ``w`` after hypothesis ``h`` scores ``log p_am + weight * log p_lm(w | h)
+    + bonus``; blank costs nothing extra, and a finished hypothesis adds ``weight * log
+    p_lm(</s> | h)``, so the LM judges whole sentences rather than rewarding early stops.
+    """
+
+    lm: token_lm.TokenNgramLM
+    weight: float
+    bonus: float
+
+    def extensions(self, keys: list[tuple[int, ...]]) -> torch.Tensor:
+        """(H, V) float64 score added to each hypothesis' extension by each token (column 0 = blank: 0)."""
+        add = np.stack([self.lm.logprobs(k) for k in keys]) * self.weight + self.bonus
+        add[:, 0] = 0.0
+        return torch.from_numpy(add)
+
+    def end(self, key: tuple[int, ...]) -> float:
+        return self.weight * float(self.lm.logprobs(key)[token_lm.END])
+
+
+def _fusions(options, lms: Sequence[token_lm.TokenNgramLM | None] | None, batch: int) -> list[Fusion | None]:
+    if lms is None:
+        return [None] * batch
+    return [None if lm is None else Fusion(lm, options.lm_weight, options.lm_bonus) for lm in lms]
+
+
+def _best(hyps: dict[tuple[int, ...], _Beam], fusion: Fusion | None) -> tuple[tuple[int, ...], _Beam]:
+    """The final hypothesis: the best score, with the LM's end-of-sentence term when fusing."""
+    end = fusion.end if fusion is not None else (lambda key: 0.0)
+    key, beam = max(hyps.items(), key=lambda kv: kv[1].score + end(kv[0]))
+    return key, _Beam(beam.score + end(key), beam.times)
+
+
 @SEARCH_METHODS.decorator("modified_beam")
-def modified_beam_search(model, enc_p, lengths, options, route: routing.Route) -> list[SearchResult]:
+def modified_beam_search(model, enc_p, lengths, options, route: routing.Route, lms=None) -> list[SearchResult]:
     """Beam search with at most one symbol per frame (icefall's "modified beam search").
 
     Each frame, every hypothesis either emits blank or one token; the best ``beam_size``
     of all (hypothesis, token) extensions survive and hypotheses with equal token
     sequences are merged (log-sum-exp of their scores). With ``beam_size=1`` this is
-    greedy search with ``max_symbols_per_frame=1``.
+    greedy search with ``max_symbols_per_frame=1``. ``lms``: each row's token LM (or ``None``)
+    for shallow fusion (:class:`Fusion`).
     """
     blank = model.predictor.blank_id
     out = []
-    for b in range(enc_p.shape[0]):
+    for b, fusion in enumerate(_fusions(options, lms, enc_p.shape[0])):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
         n = int(lengths[b])
         for t in range(n):
             new: dict[tuple[int, ...], _Beam] = {}
-            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, route[b], options.beam_size):
+            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, route[b], options.beam_size, fusion):
                 if v != blank:
                     _merge(new, key + (v,), score, hyps[key].times + [round(t * model.config.frame_s, 3)])
                 else:
                     _merge(new, key, score, hyps[key].times)
             hyps = new
-        key, best = max(hyps.items(), key=lambda kv: kv[1].score)
+        key, best = _best(hyps, fusion)
         out.append(SearchResult(list(key), best.times, best.score, n))
     return out
 
 
 def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Beam], key: str | None,
-                    beam_size: int) -> list[tuple[float, tuple[int, ...], int]]:
+                    beam_size: int, fusion: Fusion | None = None) -> list[tuple[float, tuple[int, ...], int]]:
     """The best ``beam_size`` one-token extensions ``(score, hypothesis, token)`` of ``hyps`` at
     one projected encoder frame (J,), best first (token = blank: the hypothesis waits).
 
@@ -228,6 +278,8 @@ def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Bea
     with routing.use([key] * len(keys)):
         logp = model.joiner(frame[None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
     scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
+    if fusion is not None:
+        scores += fusion.extensions(keys)
     vocab = scores.shape[1]
     top = scores.flatten().topk(min(beam_size, scores.numel()))
     return [(score, keys[idx // vocab], idx % vocab) for score, idx in zip(top.values.tolist(), top.indices.tolist())]
@@ -249,27 +301,30 @@ def _top(hyps: dict[tuple[int, ...], _Beam], k: int) -> dict[tuple[int, ...], _B
 
 
 @SEARCH_METHODS.decorator("beam")
-def beam_search(model, enc_p, lengths, options, route: routing.Route) -> list[SearchResult]:
+def beam_search(model, enc_p, lengths, options, route: routing.Route, lms=None) -> list[SearchResult]:
     """Beam search with up to ``max_symbols_per_frame`` symbols per frame.
 
     Within a frame, hypotheses that emitted a token may emit again (as greedy search does),
     those that emitted blank wait for the next frame; the best ``beam_size`` of all
     extensions survive each expansion, and a hypothesis still expanding is dropped as soon
-    as it scores below the ``beam_size``-th finished one (extensions only lower a score).
+    as it scores below the ``beam_size``-th finished one (extensions only lower a score;
+    with an LM bonus > 0 that no longer holds exactly, and the pruning is a heuristic).
     Equal token sequences merge (log-sum-exp). One symbol per frame (icefall's modified beam
     search) is too few at 80 ms frames and characters, where ~1.1 characters fall in a frame
     on average. With ``beam_size=1`` this is greedy search with the same symbol cap.
+    ``lms``: each row's token LM (or ``None``) for shallow fusion (:class:`Fusion`).
     """
     blank, cap = model.predictor.blank_id, options.max_symbols_per_frame
     out = []
-    for b in range(enc_p.shape[0]):
+    for b, fusion in enumerate(_fusions(options, lms, enc_p.shape[0])):
         hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
         n = int(lengths[b])
         for t in range(n):
             expanding, finished = hyps, {}
             for sym in range(cap):
                 nxt: dict[tuple[int, ...], _Beam] = {}
-                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, route[b], options.beam_size):
+                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, route[b], options.beam_size,
+                                                     fusion):
                     if v == blank:
                         _merge(finished, key, score, expanding[key].times)
                     else:
@@ -283,20 +338,24 @@ def beam_search(model, enc_p, lengths, options, route: routing.Route) -> list[Se
                 if not expanding:
                     break
             hyps = finished
-        key, best = max(hyps.items(), key=lambda kv: kv[1].score)
+        key, best = _best(hyps, fusion)
         out.append(SearchResult(list(key), best.times, best.score, n + len(key)))
     return out
 
 
 # ---------------------------------------------------------------------------- modes
 @DECODE_MODES.decorator("full")
-def decode_full(model, feats, lengths, route: routing.Route, options) -> list[SearchResult]:
-    """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass."""
+def decode_full(model, feats, lengths, route: routing.Route, options, lms=None) -> list[SearchResult]:
+    """Whole utterances: first pass under ``chunk_ms`` (as deployed), then the second pass.
+    ``lms``: each row's token LM for beam search's shallow fusion (``None``: no fusion)."""
     with routing.use(route):
         out = model.encode(feats, lengths, options.chunk_frames(model.config.frame_ms), options.left_context_chunks)
         enc, name = (out.second, "second_pass") if out.second is not None else (out.first, "first_pass")
         enc_p = model.joiner.project_encoder(enc, name)
-    return SEARCH_METHODS.get(options.method)(model, enc_p, out.lengths, options, route)
+    search = SEARCH_METHODS.get(options.method)
+    if lms is None:
+        return search(model, enc_p, out.lengths, options, route)
+    return search(model, enc_p, out.lengths, options, route, lms=lms)
 
 
 @DECODE_MODES.decorator("streaming")
@@ -327,7 +386,12 @@ def transcribe(model, wavs: Sequence[np.ndarray], langs: Sequence[str | None] | 
     if not len(wavs) == len(langs) == len(route):
         raise ValueError(f"{len(wavs)} clips, {len(langs)} locales and {len(route)} routes: one of each per clip")
     feats, lengths = model.features(wavs)
-    results = DECODE_MODES.get(options.mode)(model, feats, lengths, route, options)
+    mode = DECODE_MODES.get(options.mode)
+    if options.lm is None:
+        results = mode(model, feats, lengths, route, options)
+    else:  # options forbid an LM with greedy search, hence with streaming
+        lms = token_lm.load_locale_lms(options.lm, langs, getattr(model.tokenizer, "symbols", None))
+        results = mode(model, feats, lengths, route, options, lms=lms)
     return [
         Hypothesis(text=model.tokenizer.decode(r.tokens), tokens=r.tokens, times=r.times,
                    avg_logprob=r.logprob / max(1, r.decisions), lang=lang)

@@ -20,6 +20,10 @@
 # --envelope A trains with the random spectral-envelope augmentation from step 0 (amplitude A).
 # --beam-size N > 1 also decodes dev and test in full context with beam search of N hypotheses
 # (columns foundation-full-beamN / foundation-dev-full-beamN); the greedy tables stay as they were.
+# --lm-order K > 0 (with --beam-size > 1) also counts a K-gram character LM per head locale from
+# the pretraining transcripts (--lm-data, default $data/train; never dev/test text) and decodes dev
+# and test in full context with it fused into beam search (columns ...-beamN-lm; weight and
+# per-token bonus: the decoder's defaults, chosen on dev in RESULTS.md section 3k).
 # Timings of each phase go to $exp/timings.tsv; steps/s and GPU utilisation to the training log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -31,6 +35,9 @@ envelope=""         # spectral-envelope augmentation amplitude (log-mel nats); e
 warmup=300
 decode_only=false   # true: only decode + score an exported $exp/foundation (e.g. after a timeout)
 beam_size=1         # >1: full-context decodes with beam search as well (the first pass streams greedily)
+lm_order=0          # >0 (with beam_size > 1): and with a character n-gram LM of this order fused in
+lm_data=""          # Kaldi dirs whose transcripts the LM counts (default: $data/train)
+heads="en-US de-DE fr-FR es-ES ru-RU pl-PL"  # locales that get an LM (the pretraining locales)
 nj=16               # synthesis processes
 train_utts=6000
 train_speakers=32
@@ -93,12 +100,26 @@ decode_test() {
       --mode full --beam-size "$beam_size" --no-progress
     asr-adapt score "$data/$split" "$out" --name "$name" -o "$sc" --no-plots > /dev/null
   done
+  [ "$lm_order" -gt 0 ] || return 0
+  rm -rf "$exp/lm$lm_order"  # no stale locale from an earlier run's LM set
+  # shellcheck disable=SC2086
+  asr-adapt lm train ${lm_data:-$data/train} --model "$exp/foundation" --order "$lm_order" --locales $heads \
+    -o "$exp/lm$lm_order" > /dev/null
+  for split in test dev; do
+    local out="$exp/foundation_${split}_full_beam${beam_size}_lm" name="foundation-full-beam$beam_size-lm" sc=$score
+    [ $split = dev ] && name="foundation-dev-full-beam$beam_size-lm" && sc="$exp/foundation_dev_score"
+    asr-adapt decode "$data/$split" -o "$out" --backbone transducer --model "$exp/foundation" --device "$device" \
+      --mode full --beam-size "$beam_size" --lm "$exp/lm$lm_order" --no-progress
+    asr-adapt score "$data/$split" "$out" --name "$name" -o "$sc" --no-plots > /dev/null
+  done
 }
 phase test_decode decode_test
 beam_cols=""
-[ "$beam_size" -gt 1 ] && beam_cols="-beam$beam_size"
-python3 local/cer_table.py "$score" --systems foundation-full foundation-streaming ${beam_cols:+foundation-full$beam_cols} \
-  | tee "$score/cer-table.md"
-python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full ${beam_cols:+foundation-dev-full$beam_cols} \
+[ "$beam_size" -gt 1 ] && beam_cols="foundation-full-beam$beam_size"
+[ "$beam_size" -gt 1 ] && [ "$lm_order" -gt 0 ] && beam_cols="$beam_cols $beam_cols-lm"
+# shellcheck disable=SC2086
+python3 local/cer_table.py "$score" --systems foundation-full foundation-streaming $beam_cols | tee "$score/cer-table.md"
+# shellcheck disable=SC2086
+python3 local/cer_table.py "$exp/foundation_dev_score" --systems foundation-dev-full ${beam_cols//foundation-/foundation-dev-} \
   | tee "$exp/foundation_dev_score/cer-table.md"
 cat "$timings"
