@@ -36,6 +36,9 @@ from asr_adapt.fileio import atomic_write
 
 END = 0  # end of sentence when predicted, sentence start (<s>) in a history
 FORMAT = "asr-adapt-token-ngram/1"
+# Distributions kept per LM (V float64 each: ~1 KB at 140 characters). Beam search asks for the
+# same few contexts over and over; a long-running server would otherwise grow without bound.
+CACHE_SIZE = 20000
 
 
 class TokenNgramLM:
@@ -92,7 +95,10 @@ class TokenNgramLM:
         ctx = (END,) * (self.order - 1 - len(ctx)) + ctx
         hit = self._cache.get(ctx)
         if hit is None:
+            if len(self._cache) >= CACHE_SIZE:
+                self._cache.clear()
             hit = self._cache[ctx] = np.log(self._probs(ctx))
+            hit.setflags(write=False)  # shared by every caller
         return hit
 
     def _probs(self, ctx: tuple[int, ...]) -> np.ndarray:
