@@ -44,7 +44,7 @@ def _train(args: argparse.Namespace) -> int:
         return 1
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    symbols = getattr(tok, "symbols", None)
+    symbols = tok.pieces()
     for loc in sorted(texts):
         # Unknown characters (id 1) are dropped: the model never emits <unk> as text either.
         seqs = [[i for i in tok.encode(t) if i != 1] for t in texts[loc]]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
@@ -36,9 +37,11 @@ from asr_adapt.fileio import atomic_write
 
 END = 0  # end of sentence when predicted, sentence start (<s>) in a history
 FORMAT = "asr-adapt-token-ngram/1"
-# Distributions kept per LM (V float64 each: ~1 KB at 140 characters). Beam search asks for the
-# same few contexts over and over; a long-running server would otherwise grow without bound.
-CACHE_SIZE = 20000
+# Bytes of distributions kept per LM (V float64 each: ~1 KB at 140 characters, 40 KB at 5,000
+# pieces). Beam search asks for the same few contexts over and over; a long-running server
+# would otherwise grow without bound.
+CACHE_BYTES = 32 * 2**20
+log = logging.getLogger(__name__)
 
 
 class TokenNgramLM:
@@ -58,6 +61,7 @@ class TokenNgramLM:
         self.symbols = list(symbols) if symbols is not None else None
         self.locale = locale
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
+        self._cache_max = max(256, CACHE_BYTES // (8 * vocab_size))
 
     # ------------------------------------------------------------------ training
     @classmethod
@@ -95,7 +99,7 @@ class TokenNgramLM:
         ctx = (END,) * (self.order - 1 - len(ctx)) + ctx
         hit = self._cache.get(ctx)
         if hit is None:
-            if len(self._cache) >= CACHE_SIZE:
+            if len(self._cache) >= self._cache_max:
                 self._cache.clear()
             hit = self._cache[ctx] = np.log(self._probs(ctx))
             hit.setflags(write=False)  # shared by every caller
@@ -145,17 +149,22 @@ def lm_path(directory: str | os.PathLike, locale: str) -> Path:
     return Path(directory) / f"{locale}.json"
 
 
-@functools.lru_cache(maxsize=64)
-def _load(path: str, mtime: float) -> TokenNgramLM:
+@functools.lru_cache(maxsize=16)
+def _load(path: str, stamp: tuple[int, int]) -> TokenNgramLM:
+    """``stamp``: (mtime in ns, size), so a rewritten file is read again."""
     return TokenNgramLM.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
 
 
-def load_locale_lms(directory: str | os.PathLike, locales: Sequence[str | None],
-                    symbols: Sequence[str] | None = None) -> list[TokenNgramLM | None]:
-    """The LM of each row's locale from ``directory`` (``None`` where it has none, or no locale).
+_reported: set[tuple[str, str | None]] = set()
 
-    ``symbols``: the model's token inventory; an LM counted over another tokenizer's ids is an
-    error (its ids would mean other characters), not a silent mismatch.
+
+def load_locale_lms(directory: str | os.PathLike, locales: Sequence[str | None],
+                    pieces: Sequence[str]) -> list[TokenNgramLM | None]:
+    """The LM of each row's locale from ``directory`` (``None`` where it has none, or no locale;
+    said once per locale in the log, so an ``--lm`` that fuses nothing does not go unnoticed).
+
+    ``pieces``: the model's token inventory (``Tokenizer.pieces()``); an LM counted over another
+    tokenizer's ids is an error (its ids would mean other tokens), not a silent mismatch.
     """
     directory = Path(directory)
     if not directory.is_dir():
@@ -164,11 +173,17 @@ def load_locale_lms(directory: str | os.PathLike, locales: Sequence[str | None],
     for loc in locales:
         p = lm_path(directory, loc) if loc else None
         if p is None or not p.is_file():
+            if (str(directory), loc) not in _reported:
+                _reported.add((str(directory), loc))
+                log.warning("no LM for %s in %s: those rows decode without one",
+                            f"locale {loc}" if loc else "rows without a locale", directory)
             out.append(None)
             continue
-        lm = _load(str(p), p.stat().st_mtime)
-        if symbols is not None and lm.symbols is not None and list(lm.symbols) != list(symbols):
-            raise ValueError(f"{p}: counted over another tokenizer's vocabulary than this model's; "
+        st = p.stat()
+        lm = _load(str(p), (st.st_mtime_ns, st.st_size))
+        if lm.vocab_size != len(pieces) or (lm.symbols is not None and list(lm.symbols) != list(pieces)):
+            raise ValueError(f"{p}: counted over another tokenizer's vocabulary than this model's "
+                             f"({lm.vocab_size} tokens against {len(pieces)}, or other tokens); "
                              "rebuild it with `asr-adapt lm train --model MODEL`")
         out.append(lm)
     return out

@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -84,6 +85,8 @@ class TransducerDecodingOptions:
             raise ValueError("max_symbols_per_frame must be >= 1")
         if self.lm is not None and self.method == "greedy":
             raise ValueError("LM fusion needs beam search: set method='beam' (--beam-size > 1)")
+        if self.lm is not None and not Path(self.lm).is_dir():
+            raise ValueError(f"lm: {self.lm} is not a directory of LMs (build one with `asr-adapt lm train`)")
         if self.lm_weight < 0:
             raise ValueError(f"lm_weight must be >= 0, got {self.lm_weight}")
 
@@ -94,12 +97,14 @@ class TransducerDecodingOptions:
 
 @dataclass
 class SearchResult:
-    """One utterance's best path: token ids, emission times (s), summed log-prob, decisions."""
+    """One utterance's best path: token ids, emission times (s), summed acoustic (transducer)
+    log-prob, decisions; ``lm_score``: what shallow fusion added to rank it (LM and bonus)."""
 
     tokens: list[int]
     times: list[float]
     logprob: float
     decisions: int
+    lm_score: float = 0.0
 
 
 # method(model, enc_p (B, T, J), lengths (B,), options, route (B,)) -> list[SearchResult]
@@ -196,8 +201,11 @@ def greedy_search(model, enc_p, lengths, options, route: routing.Route) -> list[
 # ---------------------------------------------------------------------------- beam
 @dataclass
 class _Beam:
+    """A hypothesis: ``score`` ranks it (acoustic + fused LM), ``am`` is the acoustic part alone."""
+
     score: float
     times: list[float]
+    am: float
 
 
 @dataclass(frozen=True)
@@ -229,11 +237,13 @@ def _fusions(options, lms: Sequence[token_lm.TokenNgramLM | None] | None, batch:
     return [None if lm is None else Fusion(lm, options.lm_weight, options.lm_bonus) for lm in lms]
 
 
-def _best(hyps: dict[tuple[int, ...], _Beam], fusion: Fusion | None) -> tuple[tuple[int, ...], _Beam]:
-    """The final hypothesis: the best score, with the LM's end-of-sentence term when fusing."""
+def _final(hyps: dict[tuple[int, ...], _Beam], fusion: Fusion | None) -> tuple[tuple[int, ...], _Beam, float]:
+    """The final hypothesis (the best score, with the LM's end-of-sentence term when fusing) and
+    what fusion added to its score; results report the acoustic log-prob apart from that share,
+    since confidence filters read it."""
     end = fusion.end if fusion is not None else (lambda key: 0.0)
-    key, beam = max(hyps.items(), key=lambda kv: kv[1].score + end(kv[0]))
-    return key, _Beam(beam.score + end(key), beam.times)
+    key, best = max(hyps.items(), key=lambda kv: kv[1].score + end(kv[0]))
+    return key, best, best.score + end(key) - best.am
 
 
 @SEARCH_METHODS.decorator("modified_beam")
@@ -249,25 +259,26 @@ def modified_beam_search(model, enc_p, lengths, options, route: routing.Route, l
     blank = model.predictor.blank_id
     out = []
     for b, fusion in enumerate(_fusions(options, lms, enc_p.shape[0])):
-        hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
+        hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [], 0.0)}
         n = int(lengths[b])
         for t in range(n):
             new: dict[tuple[int, ...], _Beam] = {}
-            for score, key, v in _top_extensions(model, enc_p[b, t], hyps, route[b], options.beam_size, fusion):
+            for score, am, key, v in _top_extensions(model, enc_p[b, t], hyps, route[b], options.beam_size, fusion):
                 if v != blank:
-                    _merge(new, key + (v,), score, hyps[key].times + [round(t * model.config.frame_s, 3)])
+                    _merge(new, key + (v,), _Beam(score, hyps[key].times + [round(t * model.config.frame_s, 3)], am))
                 else:
-                    _merge(new, key, score, hyps[key].times)
+                    _merge(new, key, _Beam(score, hyps[key].times, am))
             hyps = new
-        key, best = _best(hyps, fusion)
-        out.append(SearchResult(list(key), best.times, best.score, n))
+        key, best, fused = _final(hyps, fusion)
+        out.append(SearchResult(list(key), best.times, best.am, n, fused))
     return out
 
 
 def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Beam], key: str | None,
-                    beam_size: int, fusion: Fusion | None = None) -> list[tuple[float, tuple[int, ...], int]]:
-    """The best ``beam_size`` one-token extensions ``(score, hypothesis, token)`` of ``hyps`` at
-    one projected encoder frame (J,), best first (token = blank: the hypothesis waits).
+                    beam_size: int, fusion: Fusion | None = None) -> list[tuple[float, float, tuple[int, ...], int]]:
+    """The best ``beam_size`` one-token extensions ``(score, acoustic score, hypothesis, token)``
+    of ``hyps`` at one projected encoder frame (J,), best first (token = blank: the hypothesis
+    waits); ranked by the score, which includes the fused LM when ``fusion`` is given.
 
     Output-side adapters route by row; the rows of this joiner call are one utterance's
     hypotheses, so every row is routed to that utterance's adapter ``key``.
@@ -276,24 +287,32 @@ def _top_extensions(model, frame: torch.Tensor, hyps: dict[tuple[int, ...], _Bea
     keys = list(hyps)
     ctx = torch.tensor([([blank] * c + list(k))[-c:] for k in keys], dtype=torch.long, device=frame.device)
     with routing.use([key] * len(keys)):
-        logp = model.joiner(frame[None], _decoder_proj(model, ctx)).float().log_softmax(-1)  # (H, V)
-    scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp.double().cpu()
+        logp = model.joiner(frame[None], _decoder_proj(model, ctx)).float().log_softmax(-1).double().cpu()  # (H, V)
+    am = torch.tensor([hyps[k].am for k in keys], dtype=torch.float64)[:, None] + logp
+    scores = torch.tensor([hyps[k].score for k in keys], dtype=torch.float64)[:, None] + logp
     if fusion is not None:
         scores += fusion.extensions(keys)
     vocab = scores.shape[1]
     top = scores.flatten().topk(min(beam_size, scores.numel()))
-    return [(score, keys[idx // vocab], idx % vocab) for score, idx in zip(top.values.tolist(), top.indices.tolist())]
+    flat_am = am.flatten()
+    return [(score, float(flat_am[idx]), keys[idx // vocab], idx % vocab)
+            for score, idx in zip(top.values.tolist(), top.indices.tolist())]
 
 
-def _merge(into: dict[tuple[int, ...], _Beam], key: tuple[int, ...], score: float, times: list[float]) -> None:
-    """Add a path to ``into``; equal token sequences merge (log-sum-exp), keeping the better one's times."""
+def _lse(a: float, b: float) -> float:
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
+
+
+def _merge(into: dict[tuple[int, ...], _Beam], key: tuple[int, ...], path: _Beam) -> None:
+    """Add a path to ``into``; equal token sequences merge (log-sum-exp), keeping the better one's
+    times. The fused LM terms depend only on the tokens, so both sums stay consistent."""
     if key in into:
         old = into[key]
-        if score > old.score:
-            old.times = times
-        old.score = max(old.score, score) + math.log1p(math.exp(-abs(old.score - score)))
+        if path.score > old.score:
+            old.times = path.times
+        old.score, old.am = _lse(old.score, path.score), _lse(old.am, path.am)
     else:
-        into[key] = _Beam(score, times)
+        into[key] = path
 
 
 def _top(hyps: dict[tuple[int, ...], _Beam], k: int) -> dict[tuple[int, ...], _Beam]:
@@ -307,8 +326,8 @@ def beam_search(model, enc_p, lengths, options, route: routing.Route, lms=None) 
     Within a frame, hypotheses that emitted a token may emit again (as greedy search does),
     those that emitted blank wait for the next frame; the best ``beam_size`` of all
     extensions survive each expansion, and a hypothesis still expanding is dropped as soon
-    as it scores below the ``beam_size``-th finished one (extensions only lower a score;
-    with an LM bonus > 0 that no longer holds exactly, and the pruning is a heuristic).
+    as it cannot reach the ``beam_size``-th finished one: extensions only lower a score, except
+    by the fused LM's per-token bonus, which each further symbol of the frame may add once.
     Equal token sequences merge (log-sum-exp). One symbol per frame (icefall's modified beam
     search) is too few at 80 ms frames and characters, where ~1.1 characters fall in a frame
     on average. With ``beam_size=1`` this is greedy search with the same symbol cap.
@@ -317,29 +336,31 @@ def beam_search(model, enc_p, lengths, options, route: routing.Route, lms=None) 
     blank, cap = model.predictor.blank_id, options.max_symbols_per_frame
     out = []
     for b, fusion in enumerate(_fusions(options, lms, enc_p.shape[0])):
-        hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [])}
+        bonus = max(0.0, fusion.bonus) if fusion is not None else 0.0
+        hyps: dict[tuple[int, ...], _Beam] = {(): _Beam(0.0, [], 0.0)}
         n = int(lengths[b])
         for t in range(n):
             expanding, finished = hyps, {}
             for sym in range(cap):
                 nxt: dict[tuple[int, ...], _Beam] = {}
-                for score, key, v in _top_extensions(model, enc_p[b, t], expanding, route[b], options.beam_size,
-                                                     fusion):
+                for score, am, key, v in _top_extensions(model, enc_p[b, t], expanding, route[b], options.beam_size,
+                                                         fusion):
                     if v == blank:
-                        _merge(finished, key, score, expanding[key].times)
+                        _merge(finished, key, _Beam(score, expanding[key].times, am))
                     else:
                         # At the symbol cap the path moves on to the next frame, as greedy does.
                         target = nxt if sym + 1 < cap else finished
-                        _merge(target, key + (v,), score, expanding[key].times + [round(t * model.config.frame_s, 3)])
+                        _merge(target, key + (v,),
+                               _Beam(score, expanding[key].times + [round(t * model.config.frame_s, 3)], am))
                 finished = _top(finished, options.beam_size)
-                floor = (min(x.score for x in finished.values()) if len(finished) >= options.beam_size
-                         else -math.inf)
+                floor = (min(x.score for x in finished.values()) - bonus * (cap - sym - 1)
+                         if len(finished) >= options.beam_size else -math.inf)
                 expanding = {k: x for k, x in _top(nxt, options.beam_size).items() if x.score > floor}
                 if not expanding:
                     break
             hyps = finished
-        key, best = _best(hyps, fusion)
-        out.append(SearchResult(list(key), best.times, best.score, n + len(key)))
+        key, best, fused = _final(hyps, fusion)
+        out.append(SearchResult(list(key), best.times, best.am, n + len(key), fused))
     return out
 
 
@@ -390,7 +411,7 @@ def transcribe(model, wavs: Sequence[np.ndarray], langs: Sequence[str | None] | 
     if options.lm is None:
         results = mode(model, feats, lengths, route, options)
     else:  # options forbid an LM with greedy search, hence with streaming
-        lms = token_lm.load_locale_lms(options.lm, langs, getattr(model.tokenizer, "symbols", None))
+        lms = token_lm.load_locale_lms(options.lm, langs, model.tokenizer.pieces())
         results = mode(model, feats, lengths, route, options, lms=lms)
     return [
         Hypothesis(text=model.tokenizer.decode(r.tokens), tokens=r.tokens, times=r.times,

@@ -43,15 +43,28 @@ def test_witten_bell_by_hand():
     assert math.isclose(lm.score([2, 3]), math.log(p([], 2) * p([2], 3) * p([3], END)))
 
 
+def test_witten_bell_trigram_backs_off_to_the_newest_token():
+    """Trigram: (2, 3) is followed by 4 once and </s> twice; so is (3,). A back-off to the
+    oldest token (2,) instead of the newest (3,) would give another number."""
+    lm = TokenNgramLM.train(SEQS, 3, vocab_size=7)
+    uni4 = (3 + 5 / 7) / (14 + 5)  # token 4 occurs 3 times
+    p_3 = (1 + 2 * uni4) / (3 + 2)  # after (3,): 4 once, </s> twice
+    assert math.isclose(float(np.exp(lm.logprobs([2, 3])[4])), (1 + 2 * p_3) / (3 + 2))
+
+
 def test_save_load_round_trips_exactly(tmp_path):
     lm = TokenNgramLM.train(SEQS, 3, vocab_size=7, symbols=list("0123456"), locale="xx-XX")
     lm.save(tmp_path / "xx-XX.json")
-    back = load_locale_lms(tmp_path, ["xx-XX", "yy-YY", None])
+    back = load_locale_lms(tmp_path, ["xx-XX", "yy-YY", None], list("0123456"))
     assert back[1] is None and back[2] is None
     for h in [[], [2], [2, 3], [6, 6]]:
         assert np.array_equal(lm.logprobs(h), back[0].logprobs(h))
     with pytest.raises(ValueError, match="another tokenizer"):
-        load_locale_lms(tmp_path, ["xx-XX"], symbols=list("abcdefg"))
+        load_locale_lms(tmp_path, ["xx-XX"], list("abcdefg"))  # same size, other tokens
+    with pytest.raises(ValueError, match="7 tokens against 8"):
+        load_locale_lms(tmp_path, ["xx-XX"], list("01234567"))
+    with pytest.raises(FileNotFoundError, match="no LM directory"):
+        load_locale_lms(tmp_path / "nowhere", ["xx-XX"], list("0123456"))
 
 
 def test_ids_outside_the_vocabulary_are_refused():
@@ -62,8 +75,8 @@ def test_ids_outside_the_vocabulary_are_refused():
 
 
 class _Tie:
-    """A stub transducer that cannot tell token 1 from token 2 at the first frame: both
-    log 0.45 from the start state; after either token, blank. The LM must decide."""
+    """A stub transducer that can barely tell token 1 from token 2 at the first frame (it
+    prefers 1 by 0.2 nats); after either token, blank. The LM must decide."""
 
     class _Pred:
         context_size, blank_id = 1, 0
@@ -72,7 +85,7 @@ class _Tie:
             return torch.nn.functional.one_hot(ctx, 4).float()  # (N, 1, 4)
 
     class _Joiner:
-        table = torch.tensor([[-3.0, 0.0, 0.0, -9.0],  # start: 1 or 2, equally
+        table = torch.tensor([[-3.0, 0.0, -0.2, -9.0],  # start: 1, or nearly as likely 2
                               [0.0, -9.0, -9.0, -9.0],  # after 1: blank
                               [0.0, -9.0, -9.0, -9.0],  # after 2: blank
                               [0.0, -9.0, -9.0, -9.0]])
@@ -89,19 +102,22 @@ class _Tie:
 
 
 @pytest.mark.parametrize("search", [beam_search, modified_beam_search])
-@pytest.mark.parametrize("favourite", [1, 2])
-def test_the_lm_decides_what_the_audio_cannot(search, favourite):
+def test_the_lm_decides_what_the_audio_cannot(search):
     model, enc_p, lens = _Tie(), torch.zeros(1, 2, 4), torch.tensor([2])
-    lm = TokenNgramLM.train([[favourite]] * 5 + [[3]], 2, vocab_size=4)
-    opts = TransducerDecodingOptions(method="beam", beam_size=4, lm_weight=0.5, lm_bonus=0.0)
+    lm = TokenNgramLM.train([[2]] * 5 + [[3]], 2, vocab_size=4)
+    plain = search(model, enc_p, lens, TransducerDecodingOptions(method="beam", beam_size=4), Route.base(1))[0]
+    assert plain.tokens == [1] and plain.lm_score == 0.0  # the audio alone says 1
+    opts = TransducerDecodingOptions(method="beam", beam_size=4, lm_weight=0.5, lm_bonus=0.7)
     fused = search(model, enc_p, lens, opts, Route.base(1), lms=[lm])[0]
-    assert fused.tokens == [favourite]
-    plain = search(model, enc_p, lens, opts, Route.base(1))[0]
-    off = search(model, enc_p, lens, TransducerDecodingOptions(method="beam", beam_size=4, lm_weight=0.0, lm_bonus=0.0),
-                 Route.base(1), lms=[lm])[0]
-    assert off.tokens == plain.tokens and math.isclose(off.logprob, plain.logprob)
-    # without a bonus the LM only adds log-probabilities: the fused score is below the acoustic one
-    assert fused.logprob < plain.logprob
+    assert fused.tokens == [2]
+    # exactly the weighted sentence log-prob (end included) plus one bonus per token, once each
+    assert math.isclose(fused.lm_score, 0.5 * lm.score([2]) + 0.7 * 1, rel_tol=1e-9)
+    # the reported log-prob is the acoustic one alone (a probability's log, even with the bonus),
+    # below the audio's own favourite
+    assert fused.logprob < plain.logprob <= 0.0
+    off = search(model, enc_p, lens, TransducerDecodingOptions(method="beam", beam_size=4, lm_weight=0.0,
+                                                                lm_bonus=0.0), Route.base(1), lms=[lm])[0]
+    assert off.tokens == plain.tokens and math.isclose(off.logprob, plain.logprob) and off.lm_score == 0.0
 
 
 def test_greedy_with_an_lm_is_refused():
@@ -109,6 +125,8 @@ def test_greedy_with_an_lm_is_refused():
         TransducerDecodingOptions(lm="some/dir")
     with pytest.raises(ValueError, match="lm_weight"):
         TransducerDecodingOptions(method="beam", lm_weight=-1.0)
+    with pytest.raises(ValueError, match="not a directory"):  # at once, not after the model has loaded
+        TransducerDecodingOptions(method="beam", lm="/no/such/lm/dir")
 
 
 TEXTS = ["abc de", "fgh ij"]
@@ -152,7 +170,7 @@ def test_cli_counts_per_locale_and_decode_fuses_only_rows_with_an_lm(tiny_dir, t
     strong = decoding_options(model, method="beam", beam_size=4, lm=str(tmp_path / "lm"), lm_weight=3.0)
     fused = transcribe_batch(model, wavs, langs, strong, route=None)
     assert fused[1].tokens == plain[1].tokens
-    lm = load_locale_lms(tmp_path / "lm", ["xx-XX"])[0]
+    lm = load_locale_lms(tmp_path / "lm", ["xx-XX"], model.tokenizer.pieces())[0]
     assert lm.score(fused[0].tokens) > lm.score(plain[0].tokens)  # the LM pulled row 0 its way
     assert main(["decode", str(a), "-o", str(tmp_path / "dec"), "--backbone", "transducer", "--model", str(tiny_dir),
                  "--beam-size", "4", "--lm", str(tmp_path / "lm"), "--lm-weight", "0.5", "--no-progress"]) == 0

@@ -45,6 +45,10 @@ class Tokenizer(abc.ABC):
     def decode(self, ids: Sequence[int]) -> str: ...
 
     @abc.abstractmethod
+    def pieces(self) -> list[str]:
+        """The token of every id, in id order: what an LM counted over these ids must match."""
+
+    @abc.abstractmethod
     def _save(self, directory: Path) -> None: ...
 
     @classmethod
@@ -85,6 +89,9 @@ class CharTokenizer(Tokenizer):
     def decode(self, ids: Sequence[int]) -> str:
         return "".join(self.symbols[i] for i in ids if i > 1)
 
+    def pieces(self) -> list[str]:
+        return list(self.symbols)
+
     def _save(self, directory: Path) -> None:
         atomic_write_json(directory / "chars.json", self.symbols)
 
@@ -119,6 +126,9 @@ class SentencePieceTokenizer(Tokenizer):
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.sp.decode([int(i) for i in ids if i != 0])
+
+    def pieces(self) -> list[str]:
+        return [self.sp.id_to_piece(i) for i in range(self.vocab_size)]
 
     def _save(self, directory: Path) -> None:
         atomic_write(directory / "tokenizer.model", self.proto)
