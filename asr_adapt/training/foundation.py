@@ -68,7 +68,6 @@ INITIALISERS: Registry[Initialiser] = Registry("foundation initialiser")
 @INITIALISERS.decorator("transducer")
 def _init_transducer(config: FoundationInitConfig, tokenizer_dir: Path, wavs: list) -> torch.nn.Module:
     from asr_adapt.models.transducer import TransducerBackbone, load_tokenizer
-
     from asr_adapt.models.transducer.config import PRESETS
 
     preset = PRESETS.get(config.preset)

@@ -12,7 +12,7 @@ import torch
 
 from asr_adapt.cli.main import main
 from asr_adapt.decoding.decoders import decoding_options, transcribe_batch
-from asr_adapt.decoding.token_lm import END, TokenNgramLM, load_locale_lms, lm_path
+from asr_adapt.decoding.token_lm import END, TokenNgramLM, lm_path, load_locale_lms
 from asr_adapt.decoding.transducer_search import TransducerDecodingOptions, beam_search, modified_beam_search
 from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.models.transducer.tokenizer import CharTokenizer

@@ -18,9 +18,9 @@ from asr_adapt.decoding.transducer_search import (
     modified_beam_search,
 )
 from asr_adapt.models.base import Hypothesis
-from asr_adapt.routing import Route
 from asr_adapt.models.transducer import TransducerBackbone
 from asr_adapt.models.transducer.tokenizer import CharTokenizer
+from asr_adapt.routing import Route
 
 # Each character is a 0.2 s tone at its own pitch (space: silence), 50 ms gaps.
 TONES = {"a": 400.0, "b": 900.0, "c": 1600.0, " ": None}

@@ -23,7 +23,6 @@ from __future__ import annotations
 import torch
 import torchaudio
 
-
 # Log-prob of the cells outside the pruned window: finite, so the recursion's log-add never meets
 # (-inf) - (-inf), and low enough that no path through them weighs anything.
 _OUTSIDE = -1.0e4

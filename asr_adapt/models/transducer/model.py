@@ -32,8 +32,15 @@ from asr_adapt.models.transducer.cascade import CascadedEncoder, EncoderOutput, 
 from asr_adapt.models.transducer.config import PRESETS, TransducerConfig
 from asr_adapt.models.transducer.frontend import GlobalCMVN, LogMel
 from asr_adapt.models.transducer.joiner import Joiner
-from asr_adapt.models.transducer.loss import (lattice_rnnt_loss, prune_ranges, pruned_lattice, pruned_loss_scales,
-                                              pruned_window, simple_lattice, two_symbol_rnnt_loss)
+from asr_adapt.models.transducer.loss import (
+    lattice_rnnt_loss,
+    prune_ranges,
+    pruned_lattice,
+    pruned_loss_scales,
+    pruned_window,
+    simple_lattice,
+    two_symbol_rnnt_loss,
+)
 from asr_adapt.models.transducer.predictor import StatelessPredictor
 from asr_adapt.models.transducer.shipped import SHIPPED, resolve_transducer
 from asr_adapt.models.transducer.tokenizer import Tokenizer, load_tokenizer
