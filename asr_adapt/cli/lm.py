@@ -17,12 +17,17 @@ from pathlib import Path
 def _train(args: argparse.Namespace) -> int:
     from asr_adapt.data.kaldi import read_table
     from asr_adapt.decoding.token_lm import TokenNgramLM, lm_path
-    from asr_adapt.models.resolver import ModelNotFoundError, resolve_model
+    from asr_adapt.models.transducer.shipped import SHIPPED, resolve_transducer
     from asr_adapt.models.transducer.tokenizer import load_tokenizer
 
+    model_dir = resolve_transducer(args.model)
+    if not model_dir.is_dir():
+        print(f"asr-adapt lm: --model {args.model}: no such model directory, nor a shipped transducer "
+              f"({', '.join(SHIPPED.names())})", file=sys.stderr)
+        return 1
     try:
-        tok = load_tokenizer(resolve_model(args.model))
-    except (ModelNotFoundError, FileNotFoundError) as e:
+        tok = load_tokenizer(model_dir)
+    except FileNotFoundError as e:
         print(f"asr-adapt lm: {e}", file=sys.stderr)
         return 1
     texts: dict[str, list[str]] = defaultdict(list)

@@ -177,3 +177,11 @@ def test_cli_counts_per_locale_and_decode_fuses_only_rows_with_an_lm(tiny_dir, t
     with pytest.raises(SystemExit, match="beam search"):  # greedy + LM: refused, saying what to do
         main(["decode", str(a), "-o", str(tmp_path / "dec2"), "--backbone", "transducer", "--model", str(tiny_dir),
               "--lm", str(tmp_path / "lm"), "--no-progress"])
+
+
+def test_cli_takes_the_shipped_model_by_name_and_names_a_missing_one(tmp_path, capsys):
+    a = _data_dir(tmp_path / "a", ["bonjour le monde"], "fr-FR")
+    assert main(["lm", "train", str(a), "--model", "transducer-synth-compact", "-o", str(tmp_path / "lm")]) == 0
+    assert lm_path(tmp_path / "lm", "fr-FR").is_file()
+    assert main(["lm", "train", str(a), "--model", str(tmp_path / "nowhere"), "-o", str(tmp_path / "lm2")]) == 1
+    assert "no such model directory" in capsys.readouterr().err
