@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """Dev error-rate curves of several training runs, one panel per locale (PNG).
 
-Reads each run's ``checkpoints/history.csv`` (written at every validation by the training
-callbacks: ``step``, ``wer/LOCALE``, ``cer/LOCALE``), so runs that differ in one setting can be
-compared at equal steps, including a run still in progress::
+Reads each run's validation history (``checkpoints/history.jsonl``, as the checkpoint merge
+does), so runs that differ in one setting can be compared at equal steps, including a run
+still in progress::
 
     python tools/plot_dev_curves.py exp_a/lda_gen0=LDA exp_b/full_gen0="full fine-tuning" -o curves.png
 """
@@ -11,23 +11,20 @@ compared at equal steps, including a run still in progress::
 from __future__ import annotations
 
 import argparse
-import csv
 import math
 import sys
 from pathlib import Path
 
 
 def read_history(run: Path, metric: str) -> dict[str, list[tuple[int, float]]]:
-    """{locale: [(step, rate), ...]} from ``RUN/checkpoints/history.csv``."""
-    path = run / "checkpoints" / "history.csv"
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no validation history (has the run validated yet?)")
+    """{locale: [(step, rate), ...]} from the run's validation history."""
+    from asr_adapt.training.ckpt_merge import METRICS, load_history
+
+    field = METRICS[metric][0]
     curves: dict[str, list[tuple[int, float]]] = {}
-    with open(path, newline="", encoding="utf-8") as f:
-        for row in csv.DictReader(f):
-            for key, value in row.items():
-                if key.startswith(f"{metric}/") and value not in ("", None):
-                    curves.setdefault(key.split("/", 1)[1], []).append((int(row["step"]), float(value)))
+    for rec in load_history(run):
+        for loc, m in rec["locales"].items():
+            curves.setdefault(loc, []).append((int(rec["step"]), float(m[field])))
     return curves
 
 

@@ -150,9 +150,15 @@ def lm_path(directory: str | os.PathLike, locale: str) -> Path:
 
 
 @functools.lru_cache(maxsize=16)
-def _load(path: str, stamp: tuple[int, int]) -> TokenNgramLM:
-    """``stamp``: (mtime in ns, size), so a rewritten file is read again."""
-    return TokenNgramLM.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+def _load(path: str, stamp: tuple[int, int], pieces: tuple[str, ...]) -> TokenNgramLM:
+    """Read and check one LM file; ``stamp`` (mtime in ns, size) reads a rewritten file again,
+    and the vocabulary check runs once per file and tokenizer, not once per batch."""
+    lm = TokenNgramLM.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+    if lm.vocab_size != len(pieces) or (lm.symbols is not None and tuple(lm.symbols) != pieces):
+        raise ValueError(f"{path}: counted over another tokenizer's vocabulary than this model's "
+                         f"({lm.vocab_size} tokens against {len(pieces)}, or other tokens); "
+                         "rebuild it with `asr-adapt lm train --model MODEL`")
+    return lm
 
 
 _reported: set[tuple[str, str | None]] = set()
@@ -169,21 +175,17 @@ def load_locale_lms(directory: str | os.PathLike, locales: Sequence[str | None],
     directory = Path(directory)
     if not directory.is_dir():
         raise FileNotFoundError(f"{directory}: no LM directory (build one with `asr-adapt lm train`)")
-    out: list[TokenNgramLM | None] = []
-    for loc in locales:
+    pieces = tuple(pieces)
+    by_locale: dict[str | None, TokenNgramLM | None] = {}
+    for loc in dict.fromkeys(locales):  # each locale of the batch once
         p = lm_path(directory, loc) if loc else None
         if p is None or not p.is_file():
             if (str(directory), loc) not in _reported:
                 _reported.add((str(directory), loc))
                 log.warning("no LM for %s in %s: those rows decode without one",
                             f"locale {loc}" if loc else "rows without a locale", directory)
-            out.append(None)
+            by_locale[loc] = None
             continue
         st = p.stat()
-        lm = _load(str(p), (st.st_mtime_ns, st.st_size))
-        if lm.vocab_size != len(pieces) or (lm.symbols is not None and list(lm.symbols) != list(pieces)):
-            raise ValueError(f"{p}: counted over another tokenizer's vocabulary than this model's "
-                             f"({lm.vocab_size} tokens against {len(pieces)}, or other tokens); "
-                             "rebuild it with `asr-adapt lm train --model MODEL`")
-        out.append(lm)
-    return out
+        by_locale[loc] = _load(str(p), (st.st_mtime_ns, st.st_size), pieces)
+    return [by_locale[loc] for loc in locales]

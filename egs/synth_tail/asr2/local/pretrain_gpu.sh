@@ -92,24 +92,22 @@ decode_test() {
   asr-adapt score "$data/dev" "$exp/foundation_dev_full" --name "foundation-dev-full" -o "$exp/foundation_dev_score" \
     --no-plots > /dev/null
   [ "$beam_size" -gt 1 ] || return 0
-  local split
-  for split in test dev; do
-    local out="$exp/foundation_${split}_full_beam$beam_size" name="foundation-full-beam$beam_size" sc=$score
-    [ $split = dev ] && name="foundation-dev-full-beam$beam_size" && sc="$exp/foundation_dev_score"
-    asr-adapt decode "$data/$split" -o "$out" --backbone transducer --model "$exp/foundation" --device "$device" \
-      --mode full --beam-size "$beam_size" --no-progress
-    asr-adapt score "$data/$split" "$out" --name "$name" -o "$sc" --no-plots > /dev/null
-  done
+  beam_full "beam$beam_size"
   [ "$lm_order" -gt 0 ] || return 0
   rm -rf "$exp/lm$lm_order"  # no stale locale from an earlier run's LM set
   # shellcheck disable=SC2086
   asr-adapt lm train ${lm_data:-$data/train} --model "$exp/foundation" --order "$lm_order" --locales $heads \
     -o "$exp/lm$lm_order" > /dev/null
+  beam_full "beam$beam_size-lm" --lm "$exp/lm$lm_order"
+}
+beam_full() {  # beam_full TAG [decode args...]: test and dev in full context with beam search
+  local tag=$1 split
+  shift
   for split in test dev; do
-    local out="$exp/foundation_${split}_full_beam${beam_size}_lm" name="foundation-full-beam$beam_size-lm" sc=$score
-    [ $split = dev ] && name="foundation-dev-full-beam$beam_size-lm" && sc="$exp/foundation_dev_score"
+    local out="$exp/foundation_${split}_full_${tag//-/_}" name="foundation-full-$tag" sc=$score
+    [ $split = dev ] && name="foundation-dev-full-$tag" && sc="$exp/foundation_dev_score"
     asr-adapt decode "$data/$split" -o "$out" --backbone transducer --model "$exp/foundation" --device "$device" \
-      --mode full --beam-size "$beam_size" --lm "$exp/lm$lm_order" --no-progress
+      --mode full --beam-size "$beam_size" --no-progress "$@"
     asr-adapt score "$data/$split" "$out" --name "$name" -o "$sc" --no-plots > /dev/null
   done
 }
