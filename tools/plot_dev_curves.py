@@ -64,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
         ax.axis("off")
     axes.flat[0].legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(args.out, dpi=110)
+    from asr_adapt.fileio import atomic_open
+
+    with atomic_open(args.out, "wb") as f:  # the project's atomic write, as plot_curves does
+        fig.savefig(f, format="png", dpi=110)
+    plt.close(fig)
     print(f"wrote {args.out}")
     return 0
 
