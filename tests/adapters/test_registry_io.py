@@ -116,6 +116,35 @@ def test_lda_auto_bottleneck_hits_target_fraction(caplog):
     assert any("parameters per locale" in r.message for r in caplog.records)
 
 
+def test_lda_bottleneck_scale_moves_width_keeps_budget_and_round_trips(tmp_path):
+    """{decoder: 3} triples the decoder's width at the same total; save/load rebuilds the widths."""
+    from asr_adapt.adapters import adapter_info
+
+    conf = {"target_fraction": 0.05, "bottleneck_scale": {r"decoder\.": 3.0}}
+    model = WHISPER.build(0)
+    attach_adapters(model, WHISPER.points(model), "lda", conf, ["el"], groups=["encoder", "decoder"])
+    widths = {n.split(".lda_adapters.")[0]: p.shape[0] for n, p in model.named_parameters()
+              if n.endswith(".lda_adapters.el.down.weight")}
+    enc = {w for n, w in widths.items() if ".encoder." in n}
+    dec = {w for n, w in widths.items() if ".decoder." in n}
+    assert len(enc) == len(dec) == 1 and abs(dec.pop() / enc.pop() - 3.0) < 0.5
+    (row,) = adapter_info(model)
+    assert abs(row["percent_of_base"] - 5.0) < 0.5
+    kw = WHISPER.inputs(2, 0)
+    with torch.no_grad(), routing.use(["el", "el"]):
+        for n, p in model.named_parameters():
+            if ".lda_adapters." in n:
+                p.normal_(0, 0.1)  # away from the identity, so the round trip is a real check
+        want = WHISPER.run(model, kw)
+    save_adapters(model, tmp_path / "ad", model_fingerprint(model))
+    fresh = WHISPER.build(0)
+    load_adapters(fresh, tmp_path / "ad", model_fingerprint(fresh))
+    with torch.no_grad(), routing.use(["el", "el"]):
+        assert torch.equal(WHISPER.run(fresh, kw), want)
+    with pytest.raises(ValueError, match="bottleneck_scale"):
+        build_config("lda", {"bottleneck_scale": {"decoder": 0.0}})
+
+
 def test_cli_info_and_rank_report(tmp_path, capsys):
     from asr_adapt.cli.main import main
 

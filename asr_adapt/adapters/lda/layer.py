@@ -44,13 +44,14 @@ class Bottleneck(nn.Module):
 class LDABank(BankMixin, nn.ModuleDict):
     """``{locale: Bottleneck}`` on one block; its :meth:`hook` is the block's forward hook."""
 
-    def __init__(self, dim: int, cfg: LDAConfig) -> None:
+    def __init__(self, dim: int, bottleneck: int, cfg: LDAConfig) -> None:
         nn.ModuleDict.__init__(self)
         self.dim = dim
+        self.bottleneck = bottleneck
         self.cfg = cfg
 
     def add_locale(self, locale: str) -> None:
-        self[locale] = Bottleneck(self.dim, self.cfg.bottleneck, self.cfg)
+        self[locale] = Bottleneck(self.dim, self.bottleneck, self.cfg)
 
     def hook(self, module: nn.Module, inputs: tuple, output):
         y = output[0] if isinstance(output, tuple) else output
@@ -82,29 +83,41 @@ def block_width(block: nn.Module) -> int:
     raise ValueError(f"cannot infer the output width of {type(block).__name__}; set the LDA option dim")
 
 
-def per_locale_params(dims: list[int], bottleneck: int, layer_norm: bool) -> int:
-    """Parameters of one locale: per block ``D*D_b + D_b`` (down) + ``D_b*D + D`` (up) + ``2D`` (LN)."""
-    return sum(2 * d * bottleneck + bottleneck + d + (2 * d if layer_norm else 0) for d in dims)
+def per_locale_params(dims: list[int], bottlenecks: list[int] | int, layer_norm: bool) -> int:
+    """Parameters of one locale: per block ``D*D_b + D_b`` (down) + ``D_b*D + D`` (up) + ``2D`` (LN).
+
+    bottlenecks: one width per block, or one width for all.
+    """
+    widths = [bottlenecks] * len(dims) if isinstance(bottlenecks, int) else bottlenecks
+    return sum(2 * d * b + b + d + (2 * d if layer_norm else 0) for d, b in zip(dims, widths, strict=True))
 
 
 def prepare(targets: list[tuple[str, nn.Module]], cfg: LDAConfig, ctx: AttachContext) -> LDAConfig:
-    """Resolve ``dim`` and the automatic bottleneck so a locale costs ``target_fraction`` of the base."""
+    """Resolve ``dim`` and the automatic bottleneck so a locale costs ``target_fraction`` of the base.
+
+    With ``bottleneck_scale`` block i gets ``round(s_i * D_b)``; D_b solves
+    ``fixed + D_b * sum_i s_i (2 D_i + 1) = budget``, so moving width between groups keeps the cost.
+    """
     dims = [cfg.dim or block_width(m) for _, m in targets]
+    scales = [cfg.scale_for(name) for name, _ in targets]
     if len(set(dims)) != 1 and cfg.dim is None:
         log.info("LDA blocks have different widths %s", sorted(set(dims)))
     bottleneck = cfg.bottleneck
     if bottleneck is None:
         budget = cfg.target_fraction * ctx.base_params
         fixed = sum(d + (2 * d if cfg.layer_norm else 0) for d in dims)
-        per_unit = sum(2 * d + 1 for d in dims)
+        per_unit = sum(s * (2 * d + 1) for d, s in zip(dims, scales, strict=True))
         bottleneck = max(1, round((budget - fixed) / per_unit))
-    n = per_locale_params(dims, bottleneck, cfg.layer_norm)
+    cfg = dataclasses.replace(cfg, bottleneck=bottleneck, dim=dims[0] if len(set(dims)) == 1 else cfg.dim)
+    widths = [cfg.width_for(name) for name, _ in targets]
+    n = per_locale_params(dims, widths, cfg.layer_norm)
     log.info(
-        "LDA bottleneck %d over %d blocks (D=%s): %d parameters per locale = %.3f %% of the %d-parameter base",
-        bottleneck, len(dims), dims[0], n, 100.0 * n / max(1, ctx.base_params), ctx.base_params,
+        "LDA bottleneck %s over %d blocks (D=%s): %d parameters per locale = %.3f %% of the %d-parameter base",
+        bottleneck if len(set(widths)) == 1 else f"{min(widths)}-{max(widths)}", len(dims), dims[0], n,
+        100.0 * n / max(1, ctx.base_params), ctx.base_params,
     )
-    return dataclasses.replace(cfg, bottleneck=bottleneck, dim=dims[0] if len(set(dims)) == 1 else cfg.dim)
+    return cfg
 
 
 def make_bank(name: str, block: nn.Module, cfg: LDAConfig, ctx: AttachContext) -> LDABank:
-    return LDABank(cfg.dim or block_width(block), cfg)
+    return LDABank(cfg.dim or block_width(block), cfg.width_for(name), cfg)
